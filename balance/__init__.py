@@ -1,0 +1,1 @@
+"""Money in real time: the SQL ledger and live state in Redis."""

@@ -1,0 +1,68 @@
+"""Every Redis key template and TTL of the live state, in one place.
+
+All keys of one account share the hash tag ``{<account_id>}`` so that every script,
+which only touches the keys of one account, is valid on Redis Cluster::
+
+    rk:{<account>}:account              hash  status, balance, credit_limit,
+                                              concurrency_limit (-1 = none), reserved
+    rk:{<account>}:calls                hash  call_key -> micro-units reserved for the call
+    rk:{<account>}:leases               zset  call_key -> lease expiry (ms, Redis clock)
+    rk:{<account>}:settled:<call_key>   str   settled marker (``SETTLED_TTL_SECONDS``)
+    rk:{<account>}:credited:<key>       str   top-up marker (``CREDIT_MARKER_TTL_SECONDS``)
+
+Amounts are integer micro-units (see ``tariffs.money``).
+"""
+
+from __future__ import annotations
+
+PREFIX = "rk"
+
+DEFAULT_LEASE_TTL_SECONDS = 120
+"""A reservation not extended or settled within this time is released by the next script."""
+
+SETTLED_TTL_SECONDS = 3 * 86_400
+"""How long ``settle`` remembers a call, so a repeated settlement is not charged twice."""
+
+CREDIT_MARKER_TTL_SECONDS = 7 * 86_400
+"""How long ``credit`` remembers an idempotency key."""
+
+UNLIMITED = -1
+"""``concurrency_limit`` stored for an account without a concurrency cap."""
+
+_GLOB_SPECIALS = frozenset("*?[]\\")
+
+
+def tag(account_id: str) -> str:
+    """The key prefix of one account: ``rk:{<account_id>}:``."""
+    return f"{PREFIX}:{{{account_id}}}:"
+
+
+def account_key(account_id: str) -> str:
+    """The account's hash: status, balance, credit limit, concurrency limit, reserved."""
+    return tag(account_id) + "account"
+
+
+def calls_key(account_id: str) -> str:
+    """The account's live calls: call_key -> micro-units reserved."""
+    return tag(account_id) + "calls"
+
+
+def leases_key(account_id: str) -> str:
+    """The account's call leases: call_key -> expiry in ms (Redis server clock)."""
+    return tag(account_id) + "leases"
+
+
+def settled_key(account_id: str, call_key: str) -> str:
+    """Marker that a call was settled (debited once)."""
+    return tag(account_id) + "settled:" + call_key
+
+
+def credited_key(account_id: str, idempotency_key: str) -> str:
+    """Marker that a top-up with this idempotency key was applied."""
+    return tag(account_id) + "credited:" + idempotency_key
+
+
+def account_pattern(account_id: str) -> str:
+    """A SCAN MATCH pattern for every key of one account (glob characters escaped)."""
+    escaped = "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in tag(account_id))
+    return escaped + "*"

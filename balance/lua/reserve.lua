@@ -1,0 +1,52 @@
+-- reserve: check every cap of one account and reserve a first slice of credit as a lease.
+-- KEYS[1] account hash   KEYS[2] calls hash   KEYS[3] leases zset
+-- ARGV[1] call_key   ARGV[2] amount (micro-units, integer >= 0)   ARGV[3] lease ttl (ms)
+-- Returns {reason, reserved_micros, available_micros}; integers only.
+local account, calls, leases = KEYS[1], KEYS[2], KEYS[3]
+local call_key = ARGV[1]
+local amount = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+
+local status = redis.call('HGET', account, 'status')
+if not status then
+  return {'UNKNOWN_ACCOUNT', 0, 0}
+end
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+-- Expired leases first: their reservations and concurrency slots are released.
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
+for _, key in ipairs(expired) do
+  local held = tonumber(redis.call('HGET', calls, key) or '0')
+  redis.call('HDEL', calls, key)
+  redis.call('ZREM', leases, key)
+  if held ~= 0 then
+    redis.call('HINCRBY', account, 'reserved', -held)
+  end
+end
+
+local f = redis.call('HMGET', account, 'balance', 'credit_limit', 'reserved', 'concurrency_limit')
+local funds = tonumber(f[1] or '0') + tonumber(f[2] or '0')
+local reserved = tonumber(f[3] or '0')
+local limit = tonumber(f[4] or '-1')
+
+local existing = redis.call('HGET', calls, call_key)
+if existing then
+  -- Idempotent: a repeated reserve returns the call's reservation and renews its lease.
+  redis.call('ZADD', leases, now + ttl, call_key)
+  return {'OK', tonumber(existing), funds - reserved}
+end
+if status ~= 'active' then
+  return {'ACCOUNT_SUSPENDED', 0, funds - reserved}
+end
+if limit >= 0 and redis.call('HLEN', calls) >= limit then
+  return {'CONCURRENCY_LIMIT', 0, funds - reserved}
+end
+if reserved + amount > funds then
+  return {'INSUFFICIENT_CREDIT', 0, funds - reserved}
+end
+redis.call('HSET', calls, call_key, amount)
+redis.call('ZADD', leases, now + ttl, call_key)
+redis.call('HINCRBY', account, 'reserved', amount)
+return {'OK', amount, funds - reserved - amount}

@@ -1,0 +1,1 @@
+"""Switch and bus connectors: protocol parsers, reconnecting clients, translators to events."""

@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: parser -> reconnecting client -> translator to events."""

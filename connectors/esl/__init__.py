@@ -1,0 +1,1 @@
+"""FreeSWITCH Event Socket: parser -> reconnecting client -> translator to events."""

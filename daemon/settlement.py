@@ -1,0 +1,171 @@
+"""Settlement: rated calls written to SQL in batches, exactly once, then Redis settled.
+
+One SQL transaction carries many calls (``RatedCallWriter.write``). Only a call that the
+transaction newly wrote debits the hot balance in Redis; a duplicate (the same call seen
+again, after a reconnect or a restart) only releases what it still holds. A failed write
+is retried with backoff: nothing is dropped. ``close()`` drains the queue, shielded from
+cancellation, so that SIGTERM never loses a started settlement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from balance.live import LiveState
+from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One finished call to write: its rated record and the reservation it held."""
+
+    record: RatedCallRecord
+    reservation_key: str
+
+
+class Settler:
+    """Batches settlements into single SQL transactions and settles Redis after commit."""
+
+    def __init__(
+        self,
+        writer: RatedCallWriter,
+        live: LiveState,
+        *,
+        batch_size: int = 500,
+        batch_delay: float = 0.02,
+        on_written: Callable[[RatedCallRecord, bool], None] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._live = live
+        self._batch_size = batch_size
+        self._batch_delay = batch_delay
+        self._queue: asyncio.Queue[Settlement | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._on_written = on_written
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.written = 0
+        self.duplicates = 0
+        self.rejected = 0
+
+    def start(self) -> None:
+        """Start the writer task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="settler")
+
+    def submit(self, settlement: Settlement) -> None:
+        """Queue a finished call; returns at once."""
+        self._idle.clear()
+        self._queue.put_nowait(settlement)
+
+    async def wait_idle(self) -> None:
+        """Wait until every submitted settlement is written and settled."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Drain every queued settlement, then stop (shielded from cancellation)."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await asyncio.shield(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = asyncio.get_running_loop().time() + self._batch_delay
+            while len(batch) < self._batch_size:
+                timeout = deadline - asyncio.get_running_loop().time()
+                try:
+                    item = (
+                        self._queue.get_nowait()
+                        if timeout <= 0
+                        else await asyncio.wait_for(self._queue.get(), timeout)
+                    )
+                except (asyncio.QueueEmpty, TimeoutError):
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await asyncio.shield(self._settle(batch))
+            if self._queue.empty():
+                self._idle.set()
+        self._idle.set()
+
+    async def _write(self, records: list[RatedCallRecord]) -> list[bool]:
+        delay = 0.1
+        while True:
+            try:
+                return await self._writer.write(records)
+            except InvalidRatedCall:
+                raise
+            except Exception as exc:
+                log.error("rated call write failed, retrying", error=str(exc), calls=len(records))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _write_one_by_one(
+        self, batch: list[Settlement]
+    ) -> tuple[list[Settlement], list[bool]]:
+        kept: list[Settlement] = []
+        fresh: list[bool] = []
+        for item in batch:
+            try:
+                fresh.extend(await self._write([item.record]))
+                kept.append(item)
+            except InvalidRatedCall as exc:
+                self.rejected += 1
+                log.error("rated call rejected", error=str(exc), record=repr(item.record))
+        return kept, fresh
+
+    async def _settle(self, batch: list[Settlement]) -> None:
+        try:
+            fresh = await self._write([item.record for item in batch])
+        except InvalidRatedCall:
+            # One bad record must not block the others: write them one by one and set
+            # the invalid ones aside, logged in full (a dead letter, never silently lost).
+            batch, fresh = await self._write_one_by_one(batch)
+        for item, is_new in zip(batch, fresh, strict=True):
+            record = item.record
+            try:
+                if is_new:
+                    await self._live.settle(
+                        record.account_id, item.reservation_key, record.cost_micros
+                    )
+                    self.written += 1
+                else:
+                    await self._live.release(record.account_id, item.reservation_key)
+                    self.duplicates += 1
+            except Exception as exc:
+                # SQL is the truth; Redis is rebuilt from it on start.
+                log.error(
+                    "redis settle failed",
+                    call_id=record.call_id,
+                    account=record.account_id,
+                    error=str(exc),
+                )
+            if self._on_written is not None:
+                self._on_written(record, is_new)
+            if is_new:
+                log.info(
+                    "call rated",
+                    call_id=record.call_id,
+                    account=record.account_id,
+                    cost_micros=record.cost_micros,
+                    billable_seconds=record.billable_seconds,
+                )
+            else:
+                log.info(
+                    "duplicate call ignored", call_id=record.call_id, account=record.account_id
+                )

@@ -1,0 +1,1 @@
+"""Billing periods, invoices and taxes (to come)."""

@@ -1,0 +1,1 @@
+"""Pricing: rate decks, the prefix index and the pure rating engine."""
