@@ -9,6 +9,7 @@ finds it again when the switch reports the call.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from balance.live import LiveState
 from daemon.account_directory import AccountDirectory
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
+from tariffs.deck import DeckInfo, Rate
 from tariffs.money import from_micros, to_micros
 from tariffs.rating import call_cost, max_usage
 
@@ -29,6 +31,15 @@ _LIVE_REASONS = {
     "CONCURRENCY_LIMIT": Reason.CONCURRENCY_LIMIT,
     "INSUFFICIENT_CREDIT": Reason.INSUFFICIENT_CREDIT,
 }
+
+
+@functools.lru_cache(maxsize=65536)
+def _slice_costs(info: DeckInfo, rate: Rate, debit_interval: int) -> tuple[int, int]:
+    """Micro-units of a call's first slice and of its first second (pure, cached)."""
+    return (
+        to_micros(call_cost(info, rate, Decimal(debit_interval))),
+        to_micros(call_cost(info, rate, Decimal(1))),
+    )
 
 
 def reservation_key(switch_id: str, call_id: str) -> str:
@@ -100,14 +111,15 @@ class AuthorizationService:
         self, request: AuthorizationRequest, priced: PricedDestination
     ) -> AuthorizationDecision:
         key = reservation_key(request.switch_id, request.call_id)
-        first_slice = call_cost(priced.info, priced.rate, Decimal(self._policy.debit_interval))
-        first_increment = call_cost(priced.info, priced.rate, Decimal(1))
-        result = await self._live.reserve(request.account, key, to_micros(first_slice))
+        first_slice, first_increment = _slice_costs(
+            priced.info, priced.rate, self._policy.debit_interval
+        )
+        result = await self._live.reserve(request.account, key, first_slice)
         if not result.ok and result.reason == "INSUFFICIENT_CREDIT":
             # Less than a whole slice is left: a shorter call is still affordable when
             # the remaining credit pays for at least the first increment.
             remaining = result.available_micros
-            if remaining >= to_micros(first_increment) and remaining > 0:
+            if remaining >= first_increment and remaining > 0:
                 result = await self._live.reserve(request.account, key, remaining)
         if not result.ok:
             return AuthorizationDecision.deny(

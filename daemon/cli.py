@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -38,6 +39,9 @@ def root(
     ),
 ) -> None:
     """Options shared by every command."""
+    # one-shot commands: only warnings, on stderr (stdout carries tables and JSON);
+    # `run` reconfigures from the settings
+    configure_logging("WARNING", "auto", stream=sys.stderr)
     cli_state = CliState()
     cli_state.config_path = config
     ctx.obj = cli_state
