@@ -52,7 +52,9 @@ TENANTS = (
     Tenant("bistro", Decimal("0.05"), None, "two calls share too little credit: cut mid-call"),
     Tenant("callcorp", Decimal("20"), 2, "a third concurrent call is refused"),
     Tenant("dialnow", Decimal("10"), None, "calls a destination with no rate"),
+    Tenant("loadgen", Decimal("100000"), None, "load mode (--calls N): no caps"),
 )
+LOAD_TENANT = "loadgen"
 
 DEMO_DECK = DeckInfo(name="retail", currency="USD", rounding=Rounding.UP, decimals=6)
 DEMO_RATES = (
@@ -144,9 +146,7 @@ async def run_demo(*, calls: int = 0, cps: float = 20.0, state_dir: Path | None 
             plans = (
                 scripted_plans()
                 if calls <= 0
-                else make_plans(
-                    calls, [t.account for t in TENANTS[:1]], ["15551000000"], (0.5, 2.0), 7
-                )
+                else make_plans(calls, [LOAD_TENANT], ["15551000000"], (0.5, 2.0), 7)
             )
             started = time.perf_counter()
             outcomes = await _run_with_progress(console, sim, plans, cps if calls > 0 else 50.0)
