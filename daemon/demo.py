@@ -26,7 +26,7 @@ from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from balance.rated_calls import RatedCallWriter
 from daemon.app import Daemon, open_resources
-from daemon.settings import AuthorizationSettings, RedisSettings, Settings, SwitchSettings
+from daemon.settings import AuthorizationSettings, Settings, SwitchSettings
 from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
 from daemon.simulator.loadgen import make_plans, run_calls
 from storage.decks import DeckStore
@@ -65,27 +65,38 @@ DEMO_RATES = (
 )
 
 
-def demo_settings(state_dir: Path, ami_port: int, *, redis_url: str | None = None) -> Settings:
+def local_asterisk(
+    switch_id: str,
+    ami_port: int,
+    username: str,
+    secret: str,
+    *,
+    ping_interval: float = 5,
+    reconnect_min: float = 0.1,
+    reconnect_max: float = 1,
+) -> SwitchSettings:
+    """An Asterisk on loopback (the simulator, or a replayed recording)."""
+    return SwitchSettings(
+        id=switch_id,
+        kind="asterisk",
+        host="127.0.0.1",
+        port=ami_port,
+        username=username,
+        secret=SecretStr(secret),
+        ping_interval=ping_interval,
+        reconnect_min=reconnect_min,
+        reconnect_max=reconnect_max,
+    )
+
+
+def demo_settings(state_dir: Path, ami_port: int) -> Settings:
     """Embedded defaults (SQLite + private Redis) plus the simulated switch."""
     return Settings(
         state_dir=state_dir,
         authorization=AuthorizationSettings(
             http_port=0, fastagi_port=0, debit_interval=1, max_call_duration=3600
         ),
-        redis=RedisSettings(url=redis_url),
-        switches=[
-            SwitchSettings(
-                id=SWITCH_ID,
-                kind="asterisk",
-                host="127.0.0.1",
-                port=ami_port,
-                username=AMI_USER,
-                secret=SecretStr(AMI_SECRET),
-                ping_interval=5,
-                reconnect_min=0.1,
-                reconnect_max=1,
-            )
-        ],
+        switches=[local_asterisk(SWITCH_ID, ami_port, AMI_USER, AMI_SECRET)],
     )
 
 

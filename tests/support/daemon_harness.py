@@ -9,17 +9,15 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
+from daemon.demo import local_asterisk
 from daemon.settings import (
     AuthorizationSettings,
     DatabaseSettings,
     RedisSettings,
     Settings,
-    SwitchSettings,
 )
 from storage.decks import DeckStore
 from tariffs.deck import DeckInfo, Rate, Rounding
@@ -54,13 +52,11 @@ def make_settings(
             http_port=0, fastagi_port=0, debit_interval=debit_interval, max_call_duration=3600
         ),
         switches=[
-            SwitchSettings(
-                id=switch_id,
-                kind="asterisk",
-                host="127.0.0.1",
-                port=ami_port,
-                username=username,
-                secret=SecretStr(secret),
+            local_asterisk(
+                switch_id,
+                ami_port,
+                username,
+                secret,
                 ping_interval=30,
                 reconnect_min=0.05,
                 reconnect_max=0.2,
