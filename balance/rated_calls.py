@@ -1,11 +1,27 @@
 """Rated calls and their ledger charges, written exactly once, in batches.
 
-``RatedCallWriter.write`` stores many rated calls in ONE transaction: a multi-row
-``INSERT ... ON CONFLICT (switch_id, call_id) DO NOTHING RETURNING`` (PostgreSQL and
-SQLite alike) tells which calls are new, and only those get their double-entry charge
-(account ``-cost``, ``sys:revenue`` ``+cost``; keys ``call:{switch}:{call}:charge`` and
-``...:revenue``). Rows are inserted in key order so racing writers never deadlock;
-exactly once holds by the unique keys, whatever the retries or writers.
+``RatedCallWriter.write`` stores many rated calls in ONE transaction: an
+``INSERT ... ON CONFLICT (switch_id, call_id) DO NOTHING`` tells which calls are new, and
+only those get their double-entry charge (account ``-cost``, ``sys:revenue`` ``+cost``;
+keys ``call:{switch}:{call}:charge`` and ``...:revenue``). Rows are inserted in key order
+so racing writers never deadlock; exactly once holds by the unique keys, whatever the
+retries or writers. The charges of new calls cannot conflict (their keys derive from the
+call, which this transaction just created), so they are plain inserts.
+
+Per backend (a batch of 1,000 calls: about a tenth of the Python of row dicts through
+SQLAlchemy, and both tables written by the database in one go):
+
+- PostgreSQL: one statement, a data-modifying CTE, inserts the calls ``ON CONFLICT DO
+  NOTHING RETURNING`` and, server-side, the two charges of every call it returned (a new
+  one). A batch of 100 calls or more is first ``COPY``-ed into a session-temporary table
+  (``ON COMMIT DELETE ROWS``) in the same transaction, and read back in key order; a
+  smaller one arrives as one array per column (``unnest``), a single atomic statement.
+- SQLite: the transaction holds the write lock from its start (``BEGIN IMMEDIATE``,
+  ``storage.engine``), so ids above the table's current maximum are ours: the calls go
+  in with explicit ids through one ``executemany`` (``ON CONFLICT DO NOTHING``), the
+  ids above that maximum are the new calls, and their entries go in through a second
+  ``executemany``. Were the lock assumption ever wrong, an id collision fails the whole
+  batch (primary key), it never mixes two writers' calls.
 
 Errors (stable codes)::
 
@@ -18,17 +34,21 @@ Driver failures are raised as ``storage.engine.StorageError`` chained ``from`` t
 from __future__ import annotations
 
 import builtins
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
+import asyncpg
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from balance.ledger import SYS_REVENUE
-from storage.engine import insert_ignoring_conflicts, wrap_driver_errors
-from storage.tables import ledger_entries, rated_calls, utcnow
+from storage.engine import StorageError, wrap_driver_errors
+from storage.tables import rated_calls, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -96,50 +116,143 @@ def _check(index: int, record: RatedCallRecord) -> None:
         raise bad("currency", f"3 letters, got {record.currency!r}")
 
 
+def _signature(answered: type) -> tuple[type, ...]:
+    ints = {*_INTS, "rate_micros"}
+    return tuple(
+        answered if name == "answered_at_us" else int if name in ints else str for name in FIELDS
+    )
+
+
+_SIGNATURES = (_signature(int), _signature(type(None)))
+_SWITCH, _CALL, _ACCOUNT, _CURRENCY, _DECK, _PREFIX = (
+    FIELDS.index(name)
+    for name in ("switch_id", "call_id", "account_id", "currency", "deck", "prefix")
+)
+
+
+def _plainly_valid(values: tuple[Any, ...]) -> bool:
+    """The common case of ``_check`` at C speed (False: let ``_check`` decide)."""
+    return (
+        tuple(map(type, values)) in _SIGNATURES
+        and 0 < len(values[_SWITCH]) <= 64
+        and 0 < len(values[_CALL]) <= 128
+        and len(values[_ACCOUNT]) <= 64
+        and len(values[_CURRENCY]) == 3
+        and len(values[_DECK]) <= 64
+        and len(values[_PREFIX]) <= 32
+    )
+
+
+_values = attrgetter(*FIELDS)  # a record's column values, in FIELDS order
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError)
+
+_COLUMNS = ", ".join(FIELDS)
 _PG_TYPES = {"answered_at_us": "int8", "billable_seconds": "int4"}
 _PG_TYPES |= {name: "int8" for name in (*_INTS, "rate_micros") if name not in _PG_TYPES}
-_PG_INSERT = (
-    f"INSERT INTO rated_calls ({', '.join(FIELDS)}, rated_at) "
-    f"SELECT *, ${len(FIELDS) + 1}::timestamptz FROM unnest("
-    + ", ".join(f"${i}::{_PG_TYPES.get(name, 'text')}[]" for i, name in enumerate(FIELDS, 1))
-    + ") ON CONFLICT (switch_id, call_id) DO NOTHING RETURNING id, switch_id, call_id"
+_PG_STAGE = "rated_call_batch"
+_PG_CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLUMNS} FROM rated_calls WITH NO DATA"
 )
+_PG_COPY_FROM = 100  # calls: COPY costs three round trips, arrays cost Python per value
 
 
-async def _insert_calls(conn: AsyncConnection, rows: list[dict[str, Any]]) -> dict[Key, int]:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy insertmanyvalues)."""
-    table = rated_calls
-    stmt = insert_ignoring_conflicts(conn.dialect.name, table, ["switch_id", "call_id"])
-    result = await conn.execute(
-        stmt.returning(table.c.id, table.c.switch_id, table.c.call_id), rows
+def _pg_write(calls_source: str) -> str:
+    """The one statement that inserts the calls (``$1`` the time, ``$2`` the revenue
+    account) ON CONFLICT DO NOTHING and the two charges of each call it inserted."""
+    return (
+        f"WITH new AS (INSERT INTO rated_calls ({_COLUMNS}, rated_at) "
+        f"SELECT {_COLUMNS}, $1::timestamptz FROM {calls_source} "
+        "ON CONFLICT (switch_id, call_id) DO NOTHING "
+        "RETURNING id, switch_id, call_id, account_id, cost_micros, destination), "
+        "charges AS (INSERT INTO ledger_entries (idempotency_key, txn_key, account_id, "
+        "amount_micros, kind, rated_call_id, description, created_at) "
+        "SELECT 'call:' || n.switch_id || ':' || n.call_id || ':' || side.name, "
+        "'call:' || n.switch_id || ':' || n.call_id, "
+        "CASE side.name WHEN 'charge' THEN n.account_id ELSE $2::text END, "
+        "CASE side.name WHEN 'charge' THEN -n.cost_micros ELSE n.cost_micros END, "
+        "'charge', n.id, n.destination, $1::timestamptz "
+        "FROM new AS n CROSS JOIN (VALUES ('charge'), ('revenue')) AS side (name) "
+        "WHERE n.cost_micros <> 0) "
+        "SELECT switch_id, call_id FROM new"
     )
-    return {(r.switch_id, r.call_id): r.id for r in result}
 
 
-async def _insert_calls_pg(conn: AsyncConnection, rows: list[dict[str, Any]]) -> dict[Key, int]:
-    """The same statement on PostgreSQL, with one array per column (``unnest``): one round
-    trip and no per-row parameters, about twice as fast as VALUES lists."""
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None
-    columns = [[row[name] for row in rows] for name in FIELDS]
-    result = await raw.fetch(_PG_INSERT, *columns, rows[0]["rated_at"])
-    return {(r["switch_id"], r["call_id"]): r["id"] for r in result}
-
-
-_ENTRY_COLUMNS = ("idempotency_key", "txn_key", "account_id", "amount_micros", "rated_call_id")
-_PG_INSERT_ENTRIES = (
-    f"INSERT INTO ledger_entries ({', '.join(_ENTRY_COLUMNS)}, description, kind, created_at) "
-    "SELECT *, 'charge', $7::timestamptz FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[])"
+# in key order (bytes, as Python sorts str), as the array path sends them: one lock order
+_PG_WRITE_STAGED = _pg_write(f'{_PG_STAGE} ORDER BY switch_id COLLATE "C", call_id COLLATE "C"')
+_PG_WRITE_ARRAYS = _pg_write(
+    "unnest("
+    + ", ".join(f"${i}::{_PG_TYPES.get(name, 'text')}[]" for i, name in enumerate(FIELDS, 3))
+    + f") AS batch ({_COLUMNS})"
 )
 
 
-async def _insert_entries_pg(conn: AsyncConnection, entries: list[dict[str, Any]]) -> None:
-    """Charge entries on PostgreSQL in one ``unnest`` insert (see ``_insert_calls_pg``)."""
+async def _write_pg(
+    conn: AsyncConnection, values: list[tuple[Any, ...]], now: datetime
+) -> builtins.list[Key]:
+    """The calls and the charges of the new ones, atomically; the new calls' keys.
+
+    A small batch goes as one array per column in the one statement (atomic by itself);
+    a large one is COPied into a temporary table first, in one transaction.
+    """
+    raw = await _driver_connection(conn)
+    if len(values) < _PG_COPY_FROM:
+        columns = [list(column) for column in zip(*values, strict=True)]
+        result = await raw.fetch(_PG_WRITE_ARRAYS, now, SYS_REVENUE, *columns)
+    else:
+        async with raw.transaction():
+            await raw.execute(_PG_CREATE_STAGE)
+            await raw.copy_records_to_table(_PG_STAGE, records=values, columns=FIELDS)
+            result = await raw.fetch(_PG_WRITE_STAGED, now, SYS_REVENUE)
+    return [(r["switch_id"], r["call_id"]) for r in result]
+
+
+async def _driver_connection(conn: AsyncConnection) -> Any:
     raw = (await conn.get_raw_connection()).driver_connection
     assert raw is not None
-    columns = [[entry[name] for entry in entries] for name in (*_ENTRY_COLUMNS, "description")]
-    await raw.execute(_PG_INSERT_ENTRIES, *columns, entries[0]["created_at"])
+    return raw
+
+
+_SQLITE_INSERT_CALLS = (
+    f"INSERT INTO rated_calls (id, {', '.join(FIELDS)}, rated_at) "
+    f"VALUES ({', '.join('?' * (len(FIELDS) + 2))}) "
+    "ON CONFLICT (switch_id, call_id) DO NOTHING"
+)
+_SQLITE_INSERT_CHARGES = (
+    "INSERT INTO ledger_entries (idempotency_key, txn_key, account_id, amount_micros, "
+    "kind, rated_call_id, description, created_at) VALUES (?, ?, ?, ?, 'charge', ?, ?, ?)"
+)
+
+
+async def _write_sqlite(
+    conn: AsyncConnection, values: list[tuple[Any, ...]], now: datetime
+) -> builtins.list[Key]:
+    """Calls with explicit ids above the current maximum, then the new calls' charges."""
+    raw = await _driver_connection(conn)
+    stamp = rated_calls.c.rated_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    stored_now = stamp(now) if stamp is not None else now
+    async with raw.execute("SELECT coalesce(max(id), 0) FROM rated_calls") as cursor:
+        (highest,) = await cursor.fetchone()
+    await raw.executemany(
+        _SQLITE_INSERT_CALLS,
+        [(highest + n, *call, stored_now) for n, call in enumerate(values, start=1)],
+    )
+    async with raw.execute(
+        "SELECT id, switch_id, call_id, account_id, cost_micros, destination "
+        "FROM rated_calls WHERE id > ? ORDER BY id",
+        (highest,),
+    ) as cursor:
+        new = list(await cursor.fetchall())
+    charges: builtins.list[tuple[Any, ...]] = []
+    for rated_call_id, switch_id, call_id, account_id, cost, destination in new:
+        if cost == 0:
+            continue
+        txn = f"call:{switch_id}:{call_id}"
+        charges.append((f"{txn}:charge", txn, account_id, -cost, rated_call_id, destination))
+        charges.append((f"{txn}:revenue", txn, SYS_REVENUE, cost, rated_call_id, destination))
+    if charges:
+        await raw.executemany(_SQLITE_INSERT_CHARGES, [(*c, stored_now) for c in charges])
+    return [(switch_id, call_id) for _, switch_id, call_id, *_rest in new]
 
 
 def _record(row: Any) -> RatedCallRecord:
@@ -154,71 +267,30 @@ class RatedCallWriter:
 
     async def write(self, records: Sequence[RatedCallRecord]) -> builtins.list[bool]:
         """Write a batch in one transaction; per record, True when it was newly written."""
-        first_index: dict[Key, int] = {}
+        first: dict[Key, tuple[int, tuple[Any, ...]]] = {}
         for index, record in enumerate(records):
-            _check(index, record)
-            first_index.setdefault((record.switch_id, record.call_id), index)
-        if not first_index:
+            row = _values(record)
+            if not _plainly_valid(row):
+                _check(index, record)
+            first.setdefault((row[_SWITCH], row[_CALL]), (index, row))
+        if not first:
             return []
+        values = [first[key][1] for key in sorted(first)]
         now = utcnow()
-        rows = []
-        for key in sorted(first_index):
-            row = {name: getattr(records[first_index[key]], name) for name in FIELDS}
-            row["rated_at"] = now
-            rows.append(row)
-        with wrap_driver_errors("writing rated calls"):
-            async with self._engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    new_ids = await _insert_calls_pg(conn, rows)
+        try:
+            with wrap_driver_errors("writing rated calls"):
+                if self._engine.dialect.name == "postgresql":
+                    async with self._engine.connect() as conn:  # the driver's own transaction
+                        new_keys = await _write_pg(conn, values, now)
                 else:
-                    new_ids = await _insert_calls(conn, rows)
-                entries = self._charges(records, first_index, new_ids, now)
-                if entries and conn.dialect.name == "postgresql":
-                    await _insert_entries_pg(conn, entries)
-                elif entries:
-                    await conn.execute(insert(ledger_entries), entries)
+                    async with self._engine.begin() as conn:  # BEGIN IMMEDIATE
+                        new_keys = await _write_sqlite(conn, values, now)
+        except _DRIVER_ERRORS as exc:  # raised by the driver calls, past SQLAlchemy
+            raise StorageError(f"writing rated calls failed: {type(exc).__name__}: {exc}") from exc
         written = [False] * len(records)
-        for key in new_ids:
-            written[first_index[key]] = True
+        for key in new_keys:
+            written[first[key][0]] = True
         return written
-
-    @staticmethod
-    def _charges(
-        records: Sequence[RatedCallRecord],
-        first_index: dict[Key, int],
-        new_ids: dict[Key, int],
-        now: Any,
-    ) -> builtins.list[dict[str, Any]]:
-        entries: builtins.list[dict[str, Any]] = []
-        for key, rated_call_id in sorted(new_ids.items()):
-            record = records[first_index[key]]
-            if record.cost_micros == 0:
-                continue
-            txn_key = f"call:{record.switch_id}:{record.call_id}"
-            common = {
-                "txn_key": txn_key,
-                "kind": "charge",
-                "rated_call_id": rated_call_id,
-                "description": record.destination,
-                "created_at": now,
-            }
-            entries.append(
-                {
-                    **common,
-                    "idempotency_key": f"{txn_key}:charge",
-                    "account_id": record.account_id,
-                    "amount_micros": -record.cost_micros,
-                }
-            )
-            entries.append(
-                {
-                    **common,
-                    "idempotency_key": f"{txn_key}:revenue",
-                    "account_id": SYS_REVENUE,
-                    "amount_micros": record.cost_micros,
-                }
-            )
-        return entries
 
     async def list(
         self, account_id: str | None = None, limit: int = 100, offset: int = 0

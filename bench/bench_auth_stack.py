@@ -27,6 +27,10 @@ during the measure) and the calls are spread over many accounts, so each account
 calls hash and leases zset stay small (``total / accounts`` entries). Every key of the
 run's accounts (unique prefix) is deleted at the end.
 
+Besides throughput, each row gives the CPU time per request of the process under test
+(the bare loop's own for (a), the daemon process's for (b)-(d)) and the ratio of (a)'s to
+it: the "on one core" ratio, which the other processes on a shared machine disturb less.
+
 ``--profile`` adds a cProfile run of the daemon process under HTTP and FastAGI load
 (after the measured runs; it does not change the table) and prints the top costs.
 """
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import io
 import logging
 import multiprocessing
@@ -86,6 +91,12 @@ class Run:
     elapsed: float
     latencies: list[float]
     allowed: int
+    cpu: float = 0.0  # CPU seconds of the process under test (the loop's, or the daemon's)
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU microseconds per request of the process under test."""
+        return self.cpu / self.count * 1e6
 
     @property
     def rate(self) -> float:
@@ -265,19 +276,23 @@ async def _http_open(port: int, accounts: list[str], run_id: str, seconds: float
 
 
 def load_phase(kind: str, target: Any, accounts: list[str], run_id: str, size: float) -> Run:
-    """Entry point of the child process: run one phase on uvloop, return its figures."""
+    """Entry point of the child process: run one phase on uvloop, return its figures
+    (``cpu``: the child's own CPU time, i.e. the bare loop's for the baseline)."""
     import uvloop
 
+    began = time.process_time()
     if kind == "baseline":
         url, amount = target
-        return uvloop.run(_bare_redis(url, accounts, amount, run_id, int(size)))
-    if kind == "http":
-        return uvloop.run(_http_closed(target, accounts, run_id, int(size)))
-    if kind == "fastagi":
-        return uvloop.run(_agi_closed(target, accounts, run_id, int(size)))
-    if kind == "http-open":
-        return uvloop.run(_http_open(target, accounts, run_id, size))
-    raise ValueError(f"unknown phase {kind!r}")
+        run = uvloop.run(_bare_redis(url, accounts, amount, run_id, int(size)))
+    elif kind == "http":
+        run = uvloop.run(_http_closed(target, accounts, run_id, int(size)))
+    elif kind == "fastagi":
+        run = uvloop.run(_agi_closed(target, accounts, run_id, int(size)))
+    elif kind == "http-open":
+        run = uvloop.run(_http_open(target, accounts, run_id, size))
+    else:
+        raise ValueError(f"unknown phase {kind!r}")
+    return dataclasses.replace(run, cpu=time.process_time() - began)
 
 
 # ---- the daemon side (main process) --------------------------------------------------
@@ -354,9 +369,11 @@ async def main(args: argparse.Namespace) -> None:
 
         async def phase(kind: str, target: Any, size: float) -> Run:
             run_id = f"{kind}-{uuid.uuid4().hex[:8]}"
-            return await loop.run_in_executor(
-                pool, load_phase, kind, target, accounts, run_id, size
-            )
+            began = time.process_time()
+            run = await loop.run_in_executor(pool, load_phase, kind, target, accounts, run_id, size)
+            if kind == "baseline":
+                return run
+            return dataclasses.replace(run, cpu=time.process_time() - began)  # the daemon's
 
         try:
             amount = first_slice_micros()
@@ -389,7 +406,10 @@ async def main(args: argparse.Namespace) -> None:
         f"daemon loop {args.daemon_loop}, load generator in a separate process (uvloop), "
         f"redis {url}, {os.cpu_count()} CPUs"
     )
-    print(f"{'mode':<30}{'requests':>9}{'auth/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}")
+    print(
+        f"{'mode':<30}{'requests':>9}{'auth/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}"
+        f"{'cpu us':>8}{'cpu vs (a)':>11}"
+    )
     base, http, agi = (_median(runs[mode]) for mode in "abc")
     rows = [
         ("(a) bare EVALSHA loop", base),
@@ -400,12 +420,17 @@ async def main(args: argparse.Namespace) -> None:
         p50, p99 = _quantiles(run)
         print(
             f"{name:<30}{run.count:>9}{run.rate:>9,.0f}{p50:>8.2f}{p99:>8.2f}"
-            f"{run.rate / base.rate:>8.2f}"
+            f"{run.rate / base.rate:>8.2f}{run.cpu_us:>8.1f}{base.cpu_us / run.cpu_us:>11.2f}"
         )
     p50, p99 = _quantiles(opened)
     print(
         f"{'(d) HTTP open loop 1000/s':<30}{opened.count:>9}{opened.rate:>9,.0f}"
-        f"{p50:>8.2f}{p99:>8.2f}{'':>8}"
+        f"{p50:>8.2f}{p99:>8.2f}{'':>8}{opened.cpu_us:>8.1f}"
+    )
+    print(
+        "cpu us: CPU time per request of the process under test (the bare loop's for (a), "
+        "the daemon's for (b)-(d)); 'cpu vs (a)' is the one-core ratio, steadier than "
+        "throughput on a shared machine"
     )
     every = [
         (name, run)

@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 BENCHES=(
     bench_ami_events.py
+    bench_esl_events.py
     bench_rating.py
     bench_sql_writes.py
     bench_redis_authorize.py

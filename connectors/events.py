@@ -23,7 +23,8 @@ class CallStarted:
     """A call began: its billing leg (Asterisk: the channel running Dial/Queue) exists."""
 
     switch_id: str
-    call_id: str  # the switch's id for the whole call (Asterisk Linkedid, FreeSWITCH A-leg uuid)
+    call_id: str  # the switch's id for the whole call (Asterisk Linkedid, FreeSWITCH
+    # billing-leg uuid, see connectors/esl/legs.py)
     leg_id: str  # the billing leg's channel id (Asterisk Uniqueid, FreeSWITCH Unique-ID)
     channel: str  # channel name, what a hangup action needs
     account: str  # accountcode, "" when the switch gave none
@@ -59,7 +60,8 @@ class CallEnded:
     started_at: Decimal
     answered_at: Decimal | None
     ended_at: Decimal
-    billsec: Decimal  # exact billable seconds: ended_at - answered_at, 0 when not answered
+    billsec: Decimal  # exact talk time as the switch measured it (Asterisk: ended_at -
+    # answered_at; FreeSWITCH: billmsec / 1000), 0 when not answered
     cause: str  # Q.850 cause code of the billing leg, as text ("16")
     disposition: str  # ANSWER, NOANSWER, BUSY, CONGESTION, CANCEL, FAILED
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,15 +23,18 @@ from balance.accounts import AccountStore
 from balance.ledger import Ledger
 from balance.live import AccountLimits, LiveState
 from balance.rated_calls import RatedCallWriter
+from connectors.live_calls import LiveCall
 from daemon.account_directory import AccountDirectory
 from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
 from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
 from daemon.http_authorize import build_authorize_app, serve_authorize_http
+from daemon.http_xml_curl import xml_curl_routes
+from daemon.resync import ResyncReport, ResyncTarget, UntrackedPolicy, reconcile
 from daemon.sessions import SessionManager, SwitchControl
 from daemon.settings import Settings
 from daemon.settlement import Settler
-from daemon.switches import SwitchConnector, build_connector
+from daemon.switches import Resyncer, SwitchConnector, build_connector
 from daemon.tariff_catalog import TariffCatalog
 from storage.decks import DeckStore
 from storage.engine import make_engine
@@ -162,7 +167,17 @@ class Daemon:
         self.fastagi_port = agi.port
         self._servers.append(agi)
         http = serve_authorize_http(
-            build_authorize_app(service, default_switch_id=default_switch),
+            build_authorize_app(
+                service,
+                default_switch_id=default_switch,
+                extra_routes=xml_curl_routes(
+                    service,
+                    default_switch_id=default_switch,
+                    contexts=auth.xml_curl_contexts,
+                    authorized_context=auth.authorized_context,
+                    accepting=lambda: service.accepting,
+                ),
+            ),
             auth.http_host,
             auth.http_port,
         )
@@ -170,7 +185,12 @@ class Daemon:
         self.http_port = http.port
         self._servers.append(http)
         for switch in settings.switches:
-            connector = build_connector(switch, sessions.handle)
+            connector = build_connector(
+                switch,
+                sessions.handle,
+                resync=self._resyncer(sessions, switch.untracked_calls),
+                authorizer=service,
+            )
             controls[switch.id] = connector
             self.connectors.append(connector)
             connector.start()
@@ -182,6 +202,28 @@ class Daemon:
             fastagi_port=self.fastagi_port,
             switches=[s.id for s in settings.switches],
         )
+
+    @staticmethod
+    def _resyncer(sessions: SessionManager, policy: UntrackedPolicy) -> Resyncer:
+        async def resync(
+            switch_id: str,
+            listing: Sequence[LiveCall],
+            target: ResyncTarget,
+            lost_at: Decimal,
+            candidates: set[str],
+        ) -> ResyncReport:
+            return await reconcile(
+                switch_id,
+                listing,
+                sessions=sessions,
+                target=target,
+                deliver=sessions.handle,
+                policy=policy,
+                lost_at=lost_at,
+                candidates=candidates,
+            )
+
+        return resync
 
     async def stop(self) -> None:
         """Drain: refuse authorizations, stop listeners and connectors, finish settlements."""

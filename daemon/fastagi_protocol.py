@@ -8,6 +8,14 @@ Asterisk's ``parse_args`` (res_agi.c): words split on blanks, ``"..."`` groups, 
 backslash escapes the next character; so every value is sent double-quoted with ``"``
 and ``\\`` escaped.
 
+An answer is written as ONE block of commands followed by end-of-file (``answer_block``
++ a TCP half-close), and the replies are read afterwards, in order. Asterisk executes
+the commands one by one in the order received (``run_agi``: ``fgets`` one line, run it,
+reply). It reads through a stdio buffer but waits for the socket to be readable before
+each ``fgets``: commands already buffered would wait for more data, and the half-close
+is that data (EOF keeps the socket readable), so every command runs and the AGI then ends
+as when the script closes. One round trip per call instead of one per variable.
+
 Errors::
 
     FastAGIError                   code
@@ -171,6 +179,11 @@ def quote(value: str) -> str:
 def set_variable_command(name: str, value: str) -> bytes:
     """The ``SET VARIABLE`` command line for one variable."""
     return f"SET VARIABLE {name} {quote(value)}\n".encode()
+
+
+def answer_block(variables: list[tuple[str, str]]) -> bytes:
+    """Every ``SET VARIABLE`` command of an answer, in order, as one write."""
+    return b"".join(set_variable_command(name, value) for name, value in variables)
 
 
 @dataclass(frozen=True, slots=True)

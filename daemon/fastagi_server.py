@@ -1,9 +1,12 @@
 """The FastAGI authorization server: Asterisk's ``AGI(agi://host:4573/authorize,...)``.
 
 One asyncio task per connection (references kept, so ``close()`` can wait for them),
-the header block read under ``header_timeout`` with bounded line and block sizes, each
-command reply awaited under ``command_timeout``. A peer that disconnects early, sends
-garbage or stalls only ever holds its own task; EOF ends the session at once.
+the header block read under ``header_timeout`` with bounded line and block sizes (read in
+chunks, not line by line). The answer leaves as one write of every ``SET VARIABLE``
+command plus a half-close, and the replies are then awaited in order under
+``command_timeout``: one round trip per call (why Asterisk runs them all:
+``daemon.fastagi_protocol``). A peer that disconnects early, sends garbage or stalls only
+ever holds its own task; EOF ends the session at once.
 The wire format lives in ``daemon.fastagi_protocol``; errors are drawn there.
 """
 
@@ -27,11 +30,11 @@ from daemon.fastagi_protocol import (
     FastAGIBadRequest,
     FastAGIProtocolError,
     FastAGISessionEnded,
+    answer_block,
     decision_variables,
     deny_variables,
     parse_environment,
     parse_reply,
-    set_variable_command,
     to_authorization_request,
 )
 
@@ -39,6 +42,38 @@ log = structlog.get_logger(__name__)
 
 MAX_LINE_BYTES = 4096
 MAX_HEADER_BYTES = 16384
+READ_BYTES = 4096
+
+
+class _LineTooLong(Exception):
+    """A line longer than ``MAX_LINE_BYTES``."""
+
+
+class _Lines:
+    """The lines of a stream, read a chunk at a time (one ``read`` per chunk, not per line)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._buffer = b""
+        self._start = 0
+
+    async def next(self) -> bytes | None:
+        """The next line with its ``\\n``; None at EOF before a whole line."""
+        while True:
+            end = self._buffer.find(b"\n", self._start)
+            if end >= 0:
+                if end - self._start > MAX_LINE_BYTES:
+                    raise _LineTooLong()
+                line = self._buffer[self._start : end + 1]
+                self._start = end + 1
+                return line
+            if len(self._buffer) - self._start > MAX_LINE_BYTES:
+                raise _LineTooLong()
+            chunk = await self._reader.read(READ_BYTES)
+            if not chunk:
+                return None
+            self._buffer = self._buffer[self._start :] + chunk
+            self._start = 0
 
 
 class FastAGIServer:
@@ -130,8 +165,9 @@ class FastAGIServer:
     async def _serve_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_host: str
     ) -> None:
+        lines = _Lines(reader)
         async with asyncio.timeout(self._header_timeout):
-            env = await _read_environment(reader)
+            env = await _read_environment(lines)
         call_id = env.get("uniqueid")
         with structlog.contextvars.bound_contextvars(call_id=call_id):
             try:
@@ -142,7 +178,7 @@ class FastAGIServer:
             else:
                 decision = await self._decide(request)
                 variables = decision_variables(decision)
-            await self._answer(reader, writer, variables)
+            await self._answer(lines, writer, variables)
 
     def _switch_id(self, peer_host: str) -> str:
         if self._switch_for_peer is not None:
@@ -172,45 +208,47 @@ class FastAGIServer:
         return decision
 
     async def _answer(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        variables: list[tuple[str, str]],
+        self, lines: _Lines, writer: asyncio.StreamWriter, variables: list[tuple[str, str]]
     ) -> None:
-        for name, value in variables:
-            writer.write(set_variable_command(name, value))
-            async with asyncio.timeout(self._command_timeout):
-                await writer.drain()
-                line = await reader.readline()
-            if not line.endswith(b"\n"):
-                raise FastAGISessionEnded("EOF while waiting for a reply")
-            reply = parse_reply(line.decode("utf-8", errors="replace"))
-            if reply.code != 200:
-                raise FastAGISessionEnded(f"unexpected reply {reply.code} to {name}")
+        """Send every command at once, half-close, then read one reply per command."""
+        writer.write(answer_block(variables))
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(self._command_timeout):
+            for name, _ in variables:
+                try:
+                    line = await lines.next()
+                except _LineTooLong as exc:
+                    raise FastAGIProtocolError(f"reply to {name}: longer than the limit") from exc
+                if line is None:
+                    raise FastAGISessionEnded("EOF while waiting for a reply")
+                reply = parse_reply(line.decode("utf-8", errors="replace"))
+                if reply.code != 200:
+                    raise FastAGISessionEnded(f"unexpected reply {reply.code} to {name}")
 
 
-async def _read_environment(reader: asyncio.StreamReader) -> AGIEnvironment:
+async def _read_environment(lines: _Lines) -> AGIEnvironment:
     """Read ``agi_*`` lines up to the blank line; EOF ends quietly, garbage raises."""
-    lines: list[str] = []
+    found: list[str] = []
     total = 0
     while True:
         try:
-            raw = await reader.readline()
-        except ValueError as exc:  # a line longer than the stream limit
-            raise FastAGIProtocolError(f"line {len(lines) + 1}: longer than the limit") from exc
-        if not raw.endswith(b"\n"):
-            raise FastAGISessionEnded(f"EOF after {len(lines)} header lines")
+            raw = await lines.next()
+        except _LineTooLong as exc:
+            raise FastAGIProtocolError(f"line {len(found) + 1}: longer than the limit") from exc
+        if raw is None:
+            raise FastAGISessionEnded(f"EOF after {len(found)} header lines")
         total += len(raw)
         if total > MAX_HEADER_BYTES:
             raise FastAGIProtocolError(f"header block larger than {MAX_HEADER_BYTES} bytes")
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            raise FastAGIProtocolError(f"line {len(lines) + 1}: not UTF-8") from exc
+            raise FastAGIProtocolError(f"line {len(found) + 1}: not UTF-8") from exc
         if not line:
-            if not lines:
+            if not found:
                 raise FastAGIProtocolError("line 1: empty header block")
-            return parse_environment(lines)
-        lines.append(line)
-        if len(lines) > MAX_HEADER_LINES:
-            return parse_environment(lines)  # raises: too many lines
+            return parse_environment(found)
+        found.append(line)
+        if len(found) > MAX_HEADER_LINES:
+            return parse_environment(found)  # raises: too many lines

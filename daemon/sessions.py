@@ -37,8 +37,8 @@ CUT_CAUSE = 16  # Q.850 normal clearing; the reason is logged and counted
 class SwitchControl(Protocol):
     """What the session manager may ask of a switch connector."""
 
-    async def hangup(self, channel: str, cause: int = CUT_CAUSE) -> None:
-        """Hang up one channel."""
+    async def hangup(self, channel: str, cause: int = CUT_CAUSE, reason: str = "") -> None:
+        """Hang up one channel; ``reason`` is the daemon's reason code."""
         ...
 
 
@@ -54,6 +54,8 @@ class CallSession:
     caller: str = ""
     callee: str = ""
     state: str = "started"  # started -> answered -> ended
+    started_at: Decimal | None = None  # switch clock, epoch seconds
+    answered_at: Decimal | None = None
     reservation_key: str = ""
     reserved_micros: int = 0
     priced: PricedDestination | None = None
@@ -94,6 +96,45 @@ class SessionManager:
         """The calls in progress."""
         return list(self._sessions.values())
 
+    def tracked(self, switch_id: str) -> dict[str, CallSession]:
+        """The calls in progress on one switch, by call id."""
+        return {s.call_id: s for s in self._sessions.values() if s.switch_id == switch_id}
+
+    async def end_lost(self, switch_id: str, call_id: str, ended_at: Decimal) -> bool:
+        """End a tracked call the switch no longer has, billed up to ``ended_at``.
+
+        Used by resync when a call vanished while the switch was unreachable: its end
+        events are lost for good, so it is rated from what was known, answered time
+        counted up to the moment it was last seen alive. False when not tracked.
+        """
+        session = self._sessions.get((switch_id, call_id))
+        if session is None:
+            return False
+        answered_at = session.answered_at if session.state == "answered" else None
+        started_at = session.started_at if session.started_at is not None else ended_at
+        if answered_at is not None and answered_at > ended_at:
+            ended_at = answered_at
+        billsec = ended_at - answered_at if answered_at is not None else Decimal(0)
+        await self.handle(
+            CallEnded(
+                switch_id=switch_id,
+                call_id=call_id,
+                leg_id=session.leg_id,
+                channel=session.channel,
+                account=session.account,
+                caller=session.caller,
+                callee=session.callee,
+                answered=answered_at is not None,
+                started_at=min(started_at, ended_at),
+                answered_at=answered_at,
+                ended_at=ended_at,
+                billsec=billsec,
+                cause="",
+                disposition="ANSWER" if answered_at is not None else "FAILED",
+            )
+        )
+        return True
+
     async def handle(self, event: Event) -> None:
         """Apply one event; errors are logged with the call id, never raised."""
         if not isinstance(event, CallStarted | CallAnswered | CallEnded):
@@ -126,8 +167,12 @@ class SessionManager:
     def _on_started(self, event: CallStarted) -> None:
         session = self._session_for(event)
         session.caller, session.callee = event.caller, event.callee
+        if session.started_at is None:
+            session.started_at = event.at
         session.account = event.account or session.account
         session.channel = event.channel or session.channel
+        if session.state == "started":  # a resynced call may learn its real A leg later
+            session.leg_id = event.leg_id or session.leg_id
         log.info("call started", caller=event.caller, callee=event.callee)
 
     async def _find_reservation(self, session: CallSession) -> str | None:
@@ -143,6 +188,7 @@ class SessionManager:
             return
         session.state = "answered"
         session.answered_clock = self._clock()
+        session.answered_at = event.at
         session.account = event.account or session.account
         session.channel = event.channel or session.channel
         if not session.account:
@@ -229,7 +275,7 @@ class SessionManager:
         if control is None:
             log.error("no connector to cut the call", switch_id=session.switch_id)
             return
-        await control.hangup(session.channel, CUT_CAUSE)
+        await control.hangup(session.channel, CUT_CAUSE, reason)
 
     async def _on_ended(self, event: CallEnded) -> None:
         session = self._sessions.pop((event.switch_id, event.call_id), None)

@@ -120,6 +120,8 @@ class AuthorizationSettings(_Section):
     max_call_duration: int = Field(default=10800, ge=1)
     unauthorized_calls: Literal["authorize", "ignore"] = "authorize"
     default_rate_deck: str | None = None
+    xml_curl_contexts: list[str] = Field(default_factory=lambda: ["ratekeeper"])
+    authorized_context: str = Field(default="authorized", min_length=1)
 
     @model_validator(mode="after")
     def _interval_within_duration(self) -> AuthorizationSettings:
@@ -152,6 +154,11 @@ class SwitchSettings(_Section):
     reconnect_min: float = Field(default=0.5, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
     agi_peers: list[str] = Field(default_factory=list)
+    untracked_calls: Literal["adopt", "cut"] = "adopt"
+    # FreeSWITCH only: ESL event format and the park-authorization contexts
+    event_format: Literal["plain", "json"] = "plain"
+    park_contexts: list[str] = Field(default_factory=list)
+    park_continue_context: str = Field(default="authorized", min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +183,8 @@ class SwitchSettings(_Section):
     def _check(self) -> SwitchSettings:
         if self.kind == "asterisk" and not self.username:
             raise ValueError("username is required for an asterisk switch")
+        if self.kind == "asterisk" and self.park_contexts:
+            raise ValueError("park_contexts is a FreeSWITCH setting (kind = \"freeswitch\")")
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
         return self

@@ -34,7 +34,16 @@ from connectors.events import SwitchConnected, SwitchDisconnected
 
 log = structlog.get_logger(__name__)
 
-ClientItem = AMIMessage | SwitchConnected | SwitchDisconnected
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """An item the owner put in the event stream (``inject``), delivered in its place."""
+
+    payload: object
+
+
+ClientItem = AMIMessage | SwitchConnected | SwitchDisconnected | Marker
 Handler = Callable[[ClientItem], Awaitable[None]]
 
 
@@ -77,6 +86,9 @@ class AMIClient:
         self._dispatcher: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        # Events of a connection are held until its SwitchConnected is queued, so that
+        # SwitchConnected always comes first (resync relies on it).
+        self._held: list[AMIMessage] | None = None
 
     # -- one connection --------------------------------------------------------------
 
@@ -86,9 +98,8 @@ class AMIClient:
         if self._conn is not None:
             await self._conn.close()
         s = self._settings
-        self._conn = await AMIConnection.open(
-            s.host, s.port, s.connect_timeout, self._queue.put_nowait
-        )
+        self._held = []
+        self._conn = await AMIConnection.open(s.host, s.port, s.connect_timeout, self._on_event)
 
     async def login(self) -> None:
         """Log in; AMIAuthenticationError on bad credentials, AMIConnectionLost on close."""
@@ -175,6 +186,9 @@ class AMIClient:
         conn = self._conn
         assert conn is not None
         self._queue.put_nowait(SwitchConnected(switch_id=self._switch_id))
+        for held in self._held or ():
+            self._queue.put_nowait(held)
+        self._held = None
         self._pinger = asyncio.create_task(self._ping_loop(conn), name="ami-ping")
         closing: asyncio.Future[object] = asyncio.ensure_future(self._closing.wait())
         lost: asyncio.Future[object] = conn.lost  # type: ignore[assignment]
@@ -211,6 +225,16 @@ class AMIClient:
             self._pinger = None
 
     # -- internals -------------------------------------------------------------------
+
+    def inject(self, payload: object) -> None:
+        """Deliver ``Marker(payload)`` to the handler after every event received so far."""
+        self._queue.put_nowait(Marker(payload))
+
+    def _on_event(self, msg: AMIMessage) -> None:
+        if self._held is not None:
+            self._held.append(msg)
+        else:
+            self._queue.put_nowait(msg)
 
     def _start_dispatcher(self) -> None:
         if self._dispatcher is None:

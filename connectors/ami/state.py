@@ -40,6 +40,8 @@ class CallState:
     no_dial_caller: str | None = None
     started: bool = False
     last_hangup: Decimal | None = None
+    adopted: bool = False  # found live on (re)connect, answer time unknown
+    cdr_billsec: Decimal | None = None  # the A leg's Cdr BillableSeconds (adopted calls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from connectors.ami.parser import AMIMessage
 from connectors.ami.state import Billing, CallState, ChannelState
 from connectors.events import CallAnswered, CallEnded, CallStarted, Event
+from connectors.live_calls import LiveCall
 
 _ZERO = Decimal(0)
 _DISPOSITIONS = frozenset(("ANSWER", "NOANSWER", "BUSY", "CONGESTION", "CANCEL"))
@@ -74,6 +75,80 @@ class AMITranslator:
             leg = self._billing(call).leg
             if leg.hangup_at is not None:
                 out.extend(self._finish(call))
+        return out
+
+    # -- resync ----------------------------------------------------------------------
+
+    def tracked_calls(self) -> list[str]:
+        """Linkedids of the calls in progress."""
+        return list(self._calls)
+
+    def forget(self, call_id: str) -> None:
+        """Drop a call the switch no longer has (ended elsewhere); late events are ignored."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            self._drop(call)
+
+    def adopt(self, live: LiveCall, items: Sequence[AMIMessage], now: Decimal) -> list[Event]:
+        """Track a live call found by ``CoreShowChannels`` that this translator never saw.
+
+        Its channels come from the listing items; its billing leg is ``live.leg_id``. An
+        answered call is taken as answered at ``now`` (the answer was missed) unless its
+        A leg's ``Cdr`` later gives ``BillableSeconds``. Returns CallStarted (and
+        CallAnswered) for it; nothing when the call is already tracked or finished.
+        """
+        if live.call_id in self._calls or live.call_id in self._finished:
+            return []
+        call = self._calls[live.call_id] = CallState(
+            linkedid=live.call_id, started_at=live.started_at
+        )
+        for item in items:
+            uid = item.get("Uniqueid", "")
+            if not uid or uid in self._by_uid:
+                continue
+            chan = ChannelState(
+                uniqueid=uid,
+                name=item.get("Channel", ""),
+                linkedid=live.call_id,
+                exten=item.get("Exten", ""),
+                caller=item.get("CallerIDNum", ""),
+                account=item.get("AccountCode", ""),
+                created_at=live.started_at,
+                up_at=now if item.get("ChannelStateDesc") == "Up" else None,
+            )
+            call.channels[uid] = chan
+            self._by_uid[uid] = chan
+            if chan.name:
+                self._by_name[chan.name] = chan
+        if live.leg_id not in call.channels:
+            del self._calls[live.call_id]
+            return []
+        call.a_uid, call.caller, call.callee = live.leg_id, live.caller, live.callee
+        call.account, call.started, call.adopted = live.account, True, True
+        out: list[Event] = [
+            CallStarted(
+                switch_id=self._switch_id,
+                call_id=live.call_id,
+                leg_id=live.leg_id,
+                channel=live.channel,
+                account=live.account,
+                caller=live.caller,
+                callee=live.callee,
+                at=live.started_at,
+            )
+        ]
+        if live.answered:
+            call.answered_at = now
+            out.append(
+                CallAnswered(
+                    switch_id=self._switch_id,
+                    call_id=live.call_id,
+                    leg_id=live.leg_id,
+                    channel=live.channel,
+                    account=live.account,
+                    at=now,
+                )
+            )
         return out
 
     # -- state -----------------------------------------------------------------------
@@ -154,7 +229,10 @@ class AMITranslator:
         self._update(chan, msg)
         call = self._calls[chan.linkedid]
         if call.a_uid is not None:
-            return []
+            # an adopted call listed before its Dial: the dialing channel is the A leg
+            relegged = call.adopted and call.answered_at is None and call.statuses == []
+            if not relegged or call.a_uid == chan.uniqueid:
+                return []
         call.a_uid = chan.uniqueid
         call.caller = chan.caller
         call.callee = msg.get("Exten", chan.exten)
@@ -218,6 +296,10 @@ class AMITranslator:
         chan = self._by_uid.get(msg.get("UniqueID", ""))
         if chan is not None:
             chan.has_cdr = True
+            call = self._calls[chan.linkedid]
+            if call.adopted and call.a_uid == chan.uniqueid and call.cdr_billsec is None:
+                with contextlib.suppress(InvalidOperation):
+                    call.cdr_billsec = Decimal(msg.get("BillableSeconds", ""))
             out.extend(self._maybe_finish(self._calls[chan.linkedid]))
         dest = self._by_name.get(msg.get("DestinationChannel", ""))
         if dest is not None and not dest.has_cdr:
@@ -280,9 +362,12 @@ class AMITranslator:
                         at=bill.answered_at,
                     )
                 )
+        answered_at = bill.answered_at
+        if call.adopted and call.cdr_billsec is not None and answered_at is not None:
+            answered_at = ended - call.cdr_billsec  # the Cdr knows the missed answer time
         billsec = _ZERO
-        if bill.answered_at is not None:
-            billsec = max(_ZERO, ended - bill.answered_at)
+        if answered_at is not None:
+            billsec = max(_ZERO, ended - answered_at)
         out.append(
             CallEnded(
                 switch_id=self._switch_id,
@@ -292,9 +377,9 @@ class AMITranslator:
                 account=bill.account,
                 caller=bill.caller,
                 callee=bill.callee,
-                answered=bill.answered_at is not None,
+                answered=answered_at is not None,
                 started_at=call.started_at,
-                answered_at=bill.answered_at,
+                answered_at=answered_at,
                 ended_at=ended,
                 billsec=billsec,
                 cause=leg.cause,

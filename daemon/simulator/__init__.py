@@ -1,9 +1,12 @@
-"""The built-in Asterisk simulator: a fake Asterisk speaking real AMI and real FastAGI.
+"""The built-in switch simulators: a fake Asterisk (real AMI + real FastAGI) and a fake
+FreeSWITCH (real ESL + real mod_xml_curl HTTP, or ESL park authorization).
 
-``ratekeeper demo`` runs the daemon against it over loopback, and the benchmarks use it
-as the load generator. ``SimulatedAsterisk`` serves AMI (server side), asks the daemon's
-FastAGI server to authorize each call (client side) and emits each call's events like
-the real Asterisk 22 traces; ``run_calls`` / ``make_plans`` drive many calls at a rate.
+``ratekeeper demo`` runs the daemon against both over loopback, and the load generator
+drives them. ``SimulatedAsterisk`` serves AMI (server side), asks the daemon's FastAGI
+server to authorize each call (client side) and emits each call's events like the real
+Asterisk 22 traces; ``SimulatedFreeSWITCH`` serves ESL, posts the xml_curl dialplan lookup
+(or parks the call) and emits events like the FreeSWITCH 1.10 traces; ``run_calls`` /
+``make_plans`` drive many calls at a rate through either.
 
 Errors (defined in ``daemon.simulator.asterisk``)::
 
@@ -24,6 +27,7 @@ from daemon.simulator.asterisk import (
     SimulatorError,
     SimulatorNotStarted,
 )
+from daemon.simulator.freeswitch import SimulatedFreeSWITCH
 from daemon.simulator.loadgen import make_plans, run_calls
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "CallOutcome",
     "CallPlan",
     "SimulatedAsterisk",
+    "SimulatedFreeSWITCH",
     "SimulatorConfigError",
     "SimulatorError",
     "SimulatorNotStarted",

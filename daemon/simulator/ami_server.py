@@ -119,6 +119,14 @@ class AmiServer:
         await self._server.wait_closed()
         self._server = None
 
+    async def restart(self) -> None:
+        """Drop every client and listen again on the same port (a switch restart seen
+        from AMI: calls in progress keep running, their events meanwhile are lost)."""
+        port = self.port
+        await self.stop()
+        self._port = port
+        await self.start()
+
     def timestamp(self) -> str:
         """The current time as AMI writes it: epoch seconds with 6 decimals."""
         return f"{self.clock():.6f}"

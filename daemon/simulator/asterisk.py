@@ -89,7 +89,7 @@ class CallOutcome:
     reason: str
     max_usage: int | None
     answered: bool
-    cut_by_ami: bool
+    cut_by_daemon: bool
     limited_by_switch: bool
     billsec: Decimal
     dial_status: str = ""  # DialEnd DialStatus, "" when the call never dialed
@@ -486,7 +486,7 @@ class _CallRun(ChannelEvents):
             reason=reason,
             max_usage=max_usage,
             answered=billsec is not None,
-            cut_by_ami=cut,
+            cut_by_daemon=cut,
             limited_by_switch=limited and not cut,
             billsec=billsec if billsec is not None else Decimal("0.000000"),
             dial_status=status,

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason, Route
 from daemon.fastagi_protocol import decision_variables
 from daemon.fastagi_server import FastAGIServer
+from daemon.simulator.agi_client import run_fastagi
 from tests.support.fake_authorizer import FakeAuthorizer
 
 GUARD = 10.0  # hang guard only; no test asserts on elapsed time
@@ -92,6 +93,16 @@ async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
     except ConnectionResetError:
         return b""
+
+
+async def sessions_drained(server: FastAGIServer, leaving: int = 0) -> None:
+    """Return once at most ``leaving`` sessions are open (callers bound it with a guard).
+
+    A client sees the answer end (the server's half-close) before the server has read
+    its replies, so a session may still be open for a moment after the client is done.
+    """
+    while server.active_sessions > leaving:  # noqa: ASYNC110 - hang-guarded poll of a count
+        await asyncio.sleep(0.01)
 
 
 def variables(commands: list[str]) -> list[tuple[str, str]]:
@@ -281,9 +292,11 @@ async def test_given_asterisk_ends_dialogue_when_answering_then_session_ends_qui
         # the server still serves the next session normally
         after = await asyncio.wait_for(agi_session(agi_server.port, request), GUARD)
 
-    assert len(commands) == 2
+    # the whole answer left at once: the peer saw it in order up to where it stopped
+    assert len(commands) >= 2 and commands == after[: len(commands)]
     assert variables(after)[-1] == ("AUTH_RESULT", "ALLOW")
     assert not [e for e in logs if e["log_level"] in ("warning", "error")]
+    await asyncio.wait_for(sessions_drained(agi_server), GUARD)
 
 
 async def _twenty_sessions(port: int, fixtures_dir: Path) -> list[list[str]]:
@@ -303,6 +316,7 @@ async def test_given_stalled_client_when_others_authorize_then_they_all_complete
     results = await _twenty_sessions(agi_server.port, fixtures_dir)
 
     assert all(variables(r)[-1] == ("AUTH_RESULT", "ALLOW") for r in results)
+    await asyncio.wait_for(sessions_drained(agi_server, leaving=1), GUARD)
     assert agi_server.active_sessions == 1  # the staller, still held open
     assert not reader.at_eof()
     writer.close()
@@ -322,11 +336,8 @@ async def test_given_clients_disconnecting_before_headers_when_others_authorize_
 
     assert len(results) == 20 and all(variables(r)[-1] == ("AUTH_RESULT", "ALLOW") for r in results)
 
-    async def drained() -> None:  # EOF ended those sessions: nothing left spinning
-        while agi_server.active_sessions:  # noqa: ASYNC110 - hang-guarded poll of a count
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(drained(), GUARD)
+    # EOF ended those sessions: nothing left spinning
+    await asyncio.wait_for(sessions_drained(agi_server), GUARD)
 
 
 @pytest.mark.parametrize(
@@ -429,3 +440,74 @@ def test_given_example_dialplan_when_read_then_it_uses_only_variables_the_server
     assert "AGI(${RK_AGI_URL},${EXTEN},${CALLERID(num)},${CHANNEL(accountcode)})" in dialplan
     assert used <= sent, used - sent
     assert {"AUTH_RESULT", "AUTH_MAXMS", "AUTH_ROUTES", "AUTH_ROUTE_COUNT"} <= used
+
+
+async def test_given_peer_reading_everything_before_replying_when_answered_then_one_block_and_eof(
+    agi_server: FastAGIServer, fixtures_dir: Path
+) -> None:
+    # Asterisk reads commands through a stdio buffer and only polls the socket again after
+    # running each one: the answer must be complete and followed by EOF before any reply.
+    request, _ = fixture_header(fixtures_dir)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agi_server.port)
+    writer.write(request)
+
+    answer = await asyncio.wait_for(reader.read(), GUARD)  # returns at the server's EOF
+    commands = answer.decode().splitlines()
+    with capture_logs() as logs:
+        writer.write(b"200 result=1\n" * len(commands))  # the replies, in order, afterwards
+        await writer.drain()
+        await asyncio.wait_for(sessions_drained(agi_server), GUARD)
+    writer.close()
+
+    assert [name for name, _ in variables(commands)] == [
+        "AUTH_REASON",
+        "AUTH_MAXSECS",
+        "AUTH_MAXMS",
+        "AUTH_ROUTES",
+        "AUTH_ROUTE_COUNT",
+        "AUTH_ROUTE_1",
+        "AUTH_ROUTE_2",
+        "AUTH_RESULT",
+    ]
+    assert not [e for e in logs if e["log_level"] in ("warning", "error")]
+
+
+async def test_given_peer_not_replying_after_the_answer_when_timeout_then_session_ends(
+    fake: FakeAuthorizer, fixtures_dir: Path
+) -> None:
+    server = FastAGIServer(
+        fake, host="127.0.0.1", port=0, default_switch_id="x", command_timeout=0.2
+    )
+    await server.start()
+    try:
+        request, _ = fixture_header(fixtures_dir)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request)
+        answer = await asyncio.wait_for(reader.read(), GUARD)
+        await asyncio.wait_for(sessions_drained(server), GUARD)  # no reply ever: timed out
+        writer.close()
+    finally:
+        await server.close()
+
+    assert answer.decode().splitlines()[-1] == 'SET VARIABLE AUTH_RESULT "ALLOW"'
+
+
+async def test_given_simulator_agi_client_when_authorizing_then_success_with_variables(
+    agi_server: FastAGIServer, fake: FakeAuthorizer
+) -> None:
+    fake.allow("tenant-s", 42)
+    env = [
+        ("agi_network", "yes"),
+        ("agi_network_script", "authorize"),
+        ("agi_uniqueid", "1795630738.99"),
+        ("agi_arg_1", "15551230007"),
+        ("agi_arg_2", "15550001001"),
+        ("agi_arg_3", "tenant-s"),
+    ]
+
+    result = await run_fastagi("127.0.0.1", agi_server.port, env, timeout=GUARD)
+
+    assert result.status == "SUCCESS"
+    assert (result.variables["AUTH_RESULT"], result.variables["AUTH_MAXMS"]) == ("ALLOW", "42000")
+    assert list(result.variables)[-1] == "AUTH_RESULT"
+    await asyncio.wait_for(sessions_drained(agi_server), GUARD)

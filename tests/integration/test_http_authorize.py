@@ -6,14 +6,23 @@ import asyncio
 import signal
 import socket
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route as StarletteRoute
 from structlog.testing import capture_logs
 
-from daemon.authorization import AuthorizationRequest, Reason
-from daemon.http_authorize import AuthorizeHTTPServer, build_authorize_app, serve_authorize_http
+from daemon.authorization import AuthorizationRequest, Reason, Route
+from daemon.http_authorize import (
+    MAX_BODY_BYTES,
+    AuthorizeHTTPServer,
+    build_authorize_app,
+    serve_authorize_http,
+)
 from tests.support.fake_authorizer import FakeAuthorizer
 
 GUARD = 10.0  # hang guard only
@@ -252,3 +261,120 @@ async def test_given_keepalive_connection_when_served_then_tcp_nodelay_is_set(
 
     # without it every keep-alive answer waits ~40 ms for the client's delayed ACK
     assert sockets and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
+async def test_given_route_strings_needing_escapes_when_json_then_they_round_trip(
+    client: httpx.AsyncClient, fake: FakeAuthorizer
+) -> None:
+    odd = Route(carrier='c"1', dial_string='PJSIP/1@x"\\é\n', buy_rate=Decimal("1E-7"))
+    fake.allow("tenant-a", 5, routes=(odd,))
+
+    response = await client.get("/v1/authorize", params=params(call_id='id"\\ü'))
+
+    body = response.json()
+    assert body["routes"] == [
+        {"carrier": 'c"1', "dial_string": 'PJSIP/1@x"\\é\n', "buy_rate": "0.0000001"}
+    ]
+    assert (body["call_id"], body["max_usage_ms"], body["rate"]) == ('id"\\ü', 5000, None)
+
+
+async def test_given_authorizer_not_accepting_when_authorizing_then_503_service_unavailable(
+    client: httpx.AsyncClient, fake: FakeAuthorizer
+) -> None:
+    fake.deny("tenant-a", Reason.SERVICE_UNAVAILABLE)  # what a draining daemon answers
+
+    as_json = await client.get("/v1/authorize", params=params())
+    as_text = await client.get("/v1/authorize", params=params(format="text"))
+
+    assert (as_json.status_code, as_json.json()["reason"]) == (503, "SERVICE_UNAVAILABLE")
+    assert as_text.status_code == 503
+    assert text_lines(as_text.text)["result"] == "DENY"
+
+
+async def test_given_other_method_or_oversized_body_when_authorizing_then_refused(
+    client: httpx.AsyncClient, fake: FakeAuthorizer
+) -> None:
+    put = await client.put("/v1/authorize", params=params())
+    big = await client.post(
+        "/v1/authorize",
+        content=b"account=" + b"a" * (MAX_BODY_BYTES + 1),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert put.status_code == 405
+    assert (big.status_code, big.json()["field"]) == (400, "body")
+    assert fake.requests == []
+
+
+async def test_given_extra_routes_when_built_then_served_beside_authorize(
+    fake: FakeAuthorizer,
+) -> None:
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello " + request.query_params.get("who", ""))
+
+    app = build_authorize_app(
+        fake, default_switch_id="x", extra_routes=[StarletteRoute("/v1/hello", hello)]
+    )
+    http_server = serve_authorize_http(app, "127.0.0.1", 0)
+    await http_server.start()
+    try:
+        base = f"http://127.0.0.1:{http_server.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=GUARD) as http_client:
+            hello_answer = await http_client.get("/v1/hello", params={"who": "fs"})
+            authorized = await http_client.get("/v1/authorize", params=params())
+            missing = await http_client.get("/v1/nothing")
+    finally:
+        await http_server.stop()
+
+    assert (hello_answer.status_code, hello_answer.text) == (200, "hello fs")
+    assert authorized.json()["allowed"] is True
+    assert missing.status_code == 404
+
+
+async def test_given_many_requests_on_one_connection_when_pipelined_then_answered_in_order(
+    server: AuthorizeHTTPServer, fake: FakeAuthorizer
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    ids = [f"call-{n}" for n in range(5)]
+    writer.write(
+        b"".join(
+            f"GET /v1/authorize?account=tenant-a&callee=15551230007&call_id={i}&format=text "
+            "HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            for i in ids
+        )
+    )
+    answers = []
+    for _ in ids:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answers.append(await reader.readexactly(length))
+    writer.close()
+
+    assert all(text_lines(a.decode())["result"] == "ALLOW" for a in answers)
+    assert [r.call_id for r in fake.requests] == ids
+
+
+async def test_given_authorizer_slower_than_timeout_when_authorizing_then_503_fail_closed(
+    fake: FakeAuthorizer,
+) -> None:
+    gate = fake.block("tenant-a")
+    app = build_authorize_app(fake, default_switch_id="x", authorize_timeout=0.2)
+    http_server = serve_authorize_http(app, "127.0.0.1", 0)
+    await http_server.start()
+    try:
+        base = f"http://127.0.0.1:{http_server.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=GUARD) as http_client:
+            with capture_logs() as logs:
+                response = await http_client.get("/v1/authorize", params=params())
+            gate.set()
+            after = await http_client.get("/v1/authorize", params=params())
+    finally:
+        await http_server.stop()
+
+    assert (response.status_code, response.json()["reason"]) == (503, "SERVICE_UNAVAILABLE")
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["authorizer failed"]
+    assert after.json()["allowed"] is True

@@ -9,13 +9,14 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance.accounts import Account, AccountStore
 from balance.ledger import SYS_REVENUE, Ledger
 from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
-from storage.tables import rated_calls
+from storage.engine import StorageError
+from storage.tables import ledger_entries, rated_calls, utcnow
 
 
 def _call(account: str, n: int, cost: int = 1_500, switch: str = "pbx-1") -> RatedCallRecord:
@@ -201,4 +202,92 @@ async def test_given_random_activity_when_quiet_then_i4_conservation_holds(
     assert {acc: balances[acc] for acc in accounts} == expected
     for acc in accounts:
         assert await ledger.balance_micros(acc) == expected[acc]
+    assert await ledger.audit() == []
+
+
+async def test_given_mixed_batches_when_written_then_every_charge_references_its_own_call(
+    sql_engine: AsyncEngine,
+) -> None:
+    # rated_call_id has no foreign key: the writer alone guarantees what it points to
+    writer, acc, other = (
+        RatedCallWriter(sql_engine),
+        await _account(sql_engine),
+        await _account(sql_engine),
+    )
+    await Ledger(sql_engine).topup(acc, Decimal(5), "before-the-calls")
+    first = [_call(acc, n, cost=100 * n) for n in range(6)]
+    await writer.write(first)
+    second = [*first[3:], _call(other, 50, switch="fs-2"), _call(acc, 51), first[4]]
+    assert await writer.write(second) == [False, False, False, True, True, False]
+
+    le, rc = ledger_entries, rated_calls
+    query = (
+        select(
+            le.c.idempotency_key,
+            le.c.txn_key,
+            le.c.account_id,
+            le.c.amount_micros,
+            rc.c.switch_id,
+            rc.c.call_id,
+            rc.c.account_id.label("call_account"),
+            rc.c.cost_micros,
+        )
+        .select_from(le.outerjoin(rc, rc.c.id == le.c.rated_call_id))
+        .where(le.c.kind == "charge")
+    )
+    async with sql_engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+
+    assert len(rows) == 2 * 7  # calls 1..5, fs-2/call-50, call-51 (call-0 costs nothing)
+    for row in rows:
+        assert row.txn_key == f"call:{row.switch_id}:{row.call_id}", row
+        if row.idempotency_key.endswith(":charge"):
+            assert (row.account_id, row.amount_micros) == (row.call_account, -row.cost_micros)
+        else:
+            assert (row.account_id, row.amount_micros) == (SYS_REVENUE, row.cost_micros)
+
+
+@pytest.mark.parametrize("size", [6, 150], ids=["small-batch", "large-batch"])
+async def test_given_charge_that_cannot_be_written_when_batch_written_then_nothing_is(
+    sql_engine: AsyncEngine, size: int
+) -> None:
+    writer, acc = RatedCallWriter(sql_engine), await _account(sql_engine)
+    async with sql_engine.begin() as conn:  # squats the key of call-3's revenue entry
+        await conn.execute(
+            insert(ledger_entries).values(
+                idempotency_key="call:pbx-atomic:call-3:revenue",
+                txn_key="squatter",
+                account_id=acc,
+                amount_micros=0,
+                kind="adjustment",
+                description="",
+                created_at=utcnow(),
+            )
+        )
+
+    with pytest.raises(StorageError, match="writing rated calls"):
+        await writer.write([_call(acc, n, switch="pbx-atomic") for n in range(size)])
+
+    assert await writer.count(acc) == 0  # one transaction: no call without its charges
+    fresh = await writer.write([_call(acc, n, switch="pbx-ok") for n in range(size)])
+    assert fresh == [True] * size
+
+
+async def test_given_large_batch_with_known_and_repeated_calls_then_new_ones_written_once(
+    sql_engine: AsyncEngine,
+) -> None:
+    writer, ledger, acc = (
+        RatedCallWriter(sql_engine),
+        Ledger(sql_engine),
+        await _account(sql_engine),
+    )
+    known = [_call(acc, n) for n in range(0, 300, 3)]
+    await writer.write(known)
+    batch = [_call(acc, n) for n in range(300)] + known[:10]
+
+    flags = await writer.write(batch)
+
+    assert flags == [n % 3 != 0 for n in range(300)] + [False] * 10
+    assert await writer.count(acc) == 300
+    assert await ledger.balance_micros(acc) == -1_500 * 300
     assert await ledger.audit() == []

@@ -298,7 +298,8 @@ async def test_given_live_call_when_ami_hangup_then_response_before_hangup_event
     hangup = events[index_of(events, "Hangup", Channel=a_leg)]
     assert hangup["Cause"] == "16"
     assert index_of(events, "Cdr", Channel=a_leg) < index_of(events, "Hangup", Channel=a_leg)
-    assert (outcome.cut_by_ami, outcome.answered, outcome.limited_by_switch) == (True, True, False)
+    flags = (outcome.cut_by_daemon, outcome.answered, outcome.limited_by_switch)
+    assert flags == (True, True, False)
     assert outcome.billsec == Decimal(hangup["Timestamp"]) - Decimal(
         events[index_of(events, "DialEnd", Channel=a_leg, DialStatus="ANSWER")]["Timestamp"]
     )
@@ -350,7 +351,7 @@ async def test_given_live_calls_when_core_show_channels_then_every_channel_liste
     a_leg = next(i for i in items if i["Application"] == "Dial")["Channel"]
     client.send("Hangup", Channel=a_leg)
     outcome = await task
-    assert outcome.authorized is None and outcome.cut_by_ami
+    assert outcome.authorized is None and outcome.cut_by_daemon
     assert sim.live_channels() == []
 
 
