@@ -4,7 +4,8 @@ The dialplan parks the unanswered leg (``park`` in e.g. context ``authhold``); F
 emits CHANNEL_PARK with the leg's headers. The daemon authorizes it through the one
 authorization service (same request as a mod_xml_curl lookup: account, caller, callee,
 call reference = the billing leg's uuid) and then, for an allowed call, sets the switch
-side limit (``sched_hangup +<max_usage>``, so the call is bounded even if the daemon dies)
+side limit (``execute_on_answer`` = ``sched_hangup +<max_usage>``, counted from the answer,
+so the call is bounded even if the daemon dies)
 and continues it with ``uuid_transfer <uuid> <callee> XML <continue_context>``; for a
 denied call it records the reason in ``rk_auth_reason`` and kills the leg with the
 reason's hangup cause (``uuid_kill <uuid> <CAUSE>``).
@@ -99,7 +100,10 @@ class ParkAuthorizer:
                 decision = await self._authorizer.authorize(request)
             try:
                 if decision.allowed and not isinstance(request, BadDialplanRequest):
-                    await self._control.sched_hangup(uuid, decision.max_usage)
+                    await self._control.api(
+                        f"uuid_setvar {uuid} execute_on_answer "
+                        f"sched_hangup +{decision.max_usage} ALLOTTED_TIMEOUT"
+                    )
                     await self._control.api(f"uuid_setvar {uuid} rk_auth_result ALLOW")
                     await self._control.api(
                         f"uuid_setvar {uuid} rk_max_duration {decision.max_usage}"

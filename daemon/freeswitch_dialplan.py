@@ -208,7 +208,8 @@ def allowed_document(
         _action("set", f"rk_auth_reason={decision.reason}"),
         _action("set", f"rk_max_duration={seconds}"),
         _action("set", f"rk_call_ref={call_ref}"),
-        _action("sched_hangup", f"+{seconds} ALLOTTED_TIMEOUT"),
+        # counted from the answer, not from now: ring time never eats into the credit
+        _action("set", f"execute_on_answer=sched_hangup +{seconds} ALLOTTED_TIMEOUT"),
     ]
     if decision.routes:
         actions.append(_action("set", "continue_on_fail=true"))

@@ -635,7 +635,12 @@ class _CallRun:
         a.variables |= {"originate_causes": f"{b.uuid};NONE", "signal_bond": b.uuid}
         self.fire("CHANNEL_BRIDGE", a, _bridge_ids(a, b))
         self.dial_status = "ANSWER"
-        for app, data in self.on_answer:
+        on_answer = list(self.on_answer)
+        api_set = a.variables.get("execute_on_answer", "")  # uuid_setvar over ESL
+        if api_set:
+            app_name, _, app_data = api_set.partition(" ")
+            on_answer.append((app_name, app_data))
+        for app, data in on_answer:
             if app == "sched_hangup":
                 when, _, cause = data.partition(" ")
                 self.schedule_hangup(when, cause.strip() or "ALLOTTED_TIMEOUT")

@@ -220,7 +220,8 @@ async def test_given_funded_account_when_b_leg_hunts_then_allow_and_reservation_
     assert variables["rk_call_ref"] == a_leg
     max_duration = int(variables["rk_max_duration"])
     assert max_duration == 1000  # 10.00 at 0.60/min
-    assert ("sched_hangup", f"+{max_duration} ALLOTTED_TIMEOUT") in acts
+    limit = ("set", f"execute_on_answer=sched_hangup +{max_duration} ALLOTTED_TIMEOUT")
+    assert limit in acts
     assert acts[-1] == ("transfer", "15551234567 XML authorized")
     calls = await redis_client.hgetall(keys.calls_key(account))
     assert calls == {reservation_key(SWITCH, a_leg).encode(): b"300000"}

@@ -120,7 +120,7 @@ def test_given_allowed_without_routes_when_rendered_then_limits_then_transfer() 
         ("set", "rk_auth_reason=OK"),
         ("set", "rk_max_duration=95"),
         ("set", f"rk_call_ref={A_LEG}"),
-        ("sched_hangup", "+95 ALLOTTED_TIMEOUT"),
+        ("set", "execute_on_answer=sched_hangup +95 ALLOTTED_TIMEOUT"),
         ("transfer", "15551234567 XML authorized"),
     ]
     assert attribute(document, "./section/context", "name") == "ratekeeper"
@@ -144,7 +144,7 @@ def test_given_allowed_with_routes_when_rendered_then_bridge_in_lcr_order_with_f
     )
 
     assert actions(document)[4:] == [
-        ("sched_hangup", "+30 ALLOTTED_TIMEOUT"),
+        ("set", "execute_on_answer=sched_hangup +30 ALLOTTED_TIMEOUT"),
         ("set", "continue_on_fail=true"),
         (
             "bridge",
@@ -245,9 +245,7 @@ def test_given_markup_in_values_when_rendered_then_no_action_is_injected() -> No
     denied = denied_document(Reason.BAD_REQUEST, context='a"b<c>', detail=evil)
 
     assert [app for app, _ in actions(allowed)] == [
-        *["set"] * 4,
-        "sched_hangup",
-        "set",
+        *["set"] * 6,
         "bridge",
     ]
     assert variables(allowed)["rk_call_ref"] == evil
