@@ -328,11 +328,24 @@ class Ledger:
             .where(rc.c.cost_micros != charged_total)
             .order_by(rc.c.id)
         )
+        # charge entries must belong to a rated call (rated_call_id has no foreign key:
+        # migration 0002 dropped it from the hot write path, so the audit checks it)
+        orphans = (
+            select(le.c.idempotency_key, le.c.rated_call_id)
+            .select_from(le.outerjoin(rc, rc.c.id == le.c.rated_call_id))
+            .where(le.c.kind == "charge", rc.c.id.is_(None))
+            .order_by(le.c.id)
+        )
         problems: list[str] = []
         with wrap_driver_errors("auditing the ledger"):
             async with self._engine.connect() as conn:
                 for row in await conn.execute(unbalanced):
                     problems.append(f"transaction {row.txn_key!r} sums to {row.total}, not 0")
+                for entry in await conn.execute(orphans):
+                    problems.append(
+                        f"charge entry {entry.idempotency_key!r} points at no rated call "
+                        f"(rated_call_id {entry.rated_call_id})"
+                    )
                 for call in await conn.execute(mismatched):
                     problems.append(
                         f"rated call {call.switch_id}/{call.call_id} costs {call.cost_micros} "

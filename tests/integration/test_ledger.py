@@ -169,3 +169,26 @@ async def test_given_unbalanced_transaction_when_audited_then_it_is_reported(
         )
     problems = await ledger.audit()
     assert len(problems) == 1 and "'broken'" in problems[0] and "42" in problems[0]
+
+
+async def test_given_charge_entries_of_no_rated_call_when_audited_then_they_are_reported(
+    sql_engine: AsyncEngine,
+) -> None:
+    ledger, acc = Ledger(sql_engine), await _account(sql_engine)
+    async with sql_engine.begin() as conn:
+        for key, account, amount in (("ghost:a", acc, -5), ("ghost:r", "sys:revenue", 5)):
+            await conn.execute(
+                insert(ledger_entries).values(
+                    idempotency_key=key,
+                    txn_key="ghost",
+                    account_id=account,
+                    amount_micros=amount,
+                    kind="charge",
+                    rated_call_id=987_654_321,
+                    description="",
+                    created_at=utcnow(),
+                )
+            )
+    problems = await ledger.audit()
+    assert len(problems) == 2  # the transaction balances, but both entries are orphans
+    assert all("points at no rated call" in p and "987654321" in p for p in problems)
