@@ -89,11 +89,20 @@ class RatedCallRecord:
     rate_micros: int
     disposition: str
     cause: str
+    carrier: str = ""  # the LCR carrier assumed for the call ('' = none)
+    buy_cost_micros: int = 0  # what that carrier charges for the call
+    margin_micros: int = 0  # cost_micros - buy_cost_micros (0 without a carrier)
+    bundle: str = ""  # the bundle whose seconds the call used ('' = none)
+    bundle_seconds: int = 0  # billable seconds taken from that bundle
 
 
 FIELDS = tuple(f.name for f in fields(RatedCallRecord))
 _LIMITS = {"switch_id": 64, "call_id": 128, "account_id": 64, "deck": 64, "prefix": 32}
-_INTS = ("started_at_us", "ended_at_us", "billsec_us", "billable_seconds", "cost_micros")
+_LIMITS["carrier"] = 64
+_INTS: tuple[str, ...] = ("started_at_us", "ended_at_us", "billsec_us", "billable_seconds")
+_INTS += ("cost_micros", "buy_cost_micros", "margin_micros")
+_LIMITS["bundle"] = 64
+_INTS += ("bundle_seconds",)
 
 
 def _check(index: int, record: RatedCallRecord) -> None:
@@ -128,6 +137,7 @@ _SWITCH, _CALL, _ACCOUNT, _CURRENCY, _DECK, _PREFIX = (
     FIELDS.index(name)
     for name in ("switch_id", "call_id", "account_id", "currency", "deck", "prefix")
 )
+_CARRIER = FIELDS.index("carrier")
 
 
 def _plainly_valid(values: tuple[Any, ...]) -> bool:
@@ -140,6 +150,7 @@ def _plainly_valid(values: tuple[Any, ...]) -> bool:
         and len(values[_CURRENCY]) == 3
         and len(values[_DECK]) <= 64
         and len(values[_PREFIX]) <= 32
+        and len(values[_CARRIER]) <= 64
     )
 
 

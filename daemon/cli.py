@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from daemon.cli_accounts import accounts_app, calls_app, topup
+from daemon.cli_carriers import carriers_app, margin_app
+from daemon.cli_rerate import rerate
 from daemon.cli_support import CliState, emit, err_console, fail, run_async, state
 from daemon.logging_setup import configure_logging
 from tariffs.csv_deck import DeckImportError, dump_deck_csv, parse_deck_csv
@@ -27,8 +29,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(rates_app, name="rates")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(calls_app, name="calls")
+app.add_typer(carriers_app, name="carriers")
+app.add_typer(margin_app, name="margin")
 app.add_typer(config_app, name="config")
 app.command("topup")(topup)
+app.command("rerate")(rerate)
 
 
 @app.callback()

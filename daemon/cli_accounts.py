@@ -31,6 +31,7 @@ def _account_row(account: Account, balance_micros: int | None = None) -> dict[st
         "status": account.status,
         "concurrency_limit": account.concurrency_limit,
         "rate_deck": account.rate_deck or "",
+        "timezone": account.timezone,
     }
     if balance_micros is not None:
         row["balance"] = str(from_micros(balance_micros))
@@ -48,6 +49,9 @@ def accounts_create(
     credit_limit: str = typer.Option("0", help="Credit allowed below zero (postpaid)."),
     concurrency_limit: int | None = typer.Option(None, help="Max concurrent calls."),
     rate_deck: str | None = typer.Option(None, "--deck", help="The retail rate deck."),
+    timezone: str = typer.Option(
+        "UTC", help="IANA time zone the deck's time bands are read in (e.g. Europe/Paris)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create an account."""
@@ -65,6 +69,7 @@ def accounts_create(
         credit_limit_micros=limit,
         concurrency_limit=concurrency_limit,
         rate_deck=rate_deck,
+        timezone=timezone,
     )
 
     async def create() -> Account:

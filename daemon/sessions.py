@@ -6,6 +6,10 @@ nobody authorized, authorizes it on the fly; then every ``debit_interval`` it ex
 reservation by the next slice. When the credit is used up it hangs the call up through
 the switch (AMI ``Hangup``, ESL ``uuid_kill``) at the second the reservation stops paying.
 On end the call is rated by the pure engine and handed to the settler (SQL, then Redis).
+
+A call keeps ONE price from start to end: the one its authorization used (taken from the
+authorizer on answer), else the rate in force at the call's start time; a deck replaced
+while the call runs never changes it (the next call gets the new deck).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -24,6 +29,7 @@ from balance.rated_calls import RatedCallRecord
 from connectors.events import CallAnswered, CallEnded, CallStarted, Event
 from daemon.authorization import AuthorizationRequest
 from daemon.authorization_service import AuthorizationService, reservation_key
+from daemon.lcr_service import CarrierCharge
 from daemon.settlement import Settlement, Settler
 from daemon.tariff_catalog import PricedDestination
 from tariffs.money import from_micros, to_micros
@@ -32,6 +38,7 @@ from tariffs.rating import billable_seconds, call_cost, max_usage
 log = structlog.get_logger(__name__)
 
 CUT_CAUSE = 16  # Q.850 normal clearing; the reason is logged and counted
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SwitchControl(Protocol):
@@ -62,6 +69,14 @@ class CallSession:
     answered_clock: float = 0.0
     cut_reason: str = ""
     debit_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _moment(epoch: Decimal | None) -> datetime | None:
+    """A switch timestamp (epoch seconds) as an aware UTC datetime; None when unknown."""
+    if epoch is None or not epoch.is_finite() or epoch <= 0:
+        return None
+    micros = int((epoch * 1_000_000).to_integral_value())
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def _us(value: Decimal | None) -> int | None:
@@ -194,8 +209,8 @@ class SessionManager:
         if not session.account:
             log.warning("answered call has no account; it is not billed in real time")
             return
-        session.priced = await self._authorizer.price(session.account, session.callee)
         found = await self._find_reservation(session)
+        session.priced = await self._price_at_start(session, found)
         if found is not None:
             session.reservation_key = found
             session.reserved_micros = await self._reserved(session.account, found)
@@ -214,6 +229,7 @@ class SessionManager:
                 await self._cut(session, decision.reason.value)
                 return
             session.reservation_key = reservation_key(session.switch_id, session.call_id)
+            self._authorizer.priced_call(session.reservation_key)  # priced at start above
             session.reserved_micros = await self._reserved(session.account, session.reservation_key)
         else:
             return
@@ -222,6 +238,17 @@ class SessionManager:
             session.debit_task = asyncio.create_task(
                 self._debit_loop(session), name=f"debit:{session.call_id}"
             )
+
+    async def _price_at_start(
+        self, session: CallSession, reservation: str | None
+    ) -> PricedDestination | None:
+        """The price the call was authorized with, else the rate in force at its start."""
+        if reservation is not None:
+            kept = self._authorizer.priced_call(reservation)
+            if kept is not None:
+                return kept
+        started = _moment(session.started_at)
+        return await self._authorizer.price(session.account, session.callee, started)
 
     async def _reserved(self, account: str, key: str) -> int:
         snap = await self._live.snapshot(account)
@@ -284,14 +311,18 @@ class SessionManager:
         account = event.account or (session.account if session else "")
         if not account:
             log.warning("ended call has no account; recorded unbilled", callee=event.callee)
-        priced = session.priced if session and session.priced else None
-        if priced is None and account:
-            priced = await self._authorizer.price(account, event.callee)
         key = (
             session.reservation_key
             if session and session.reservation_key
             else await self._find_ended_reservation(event, account)
         )
+        # the price the call started with: the session's, else its authorization's, else
+        # the rate in force at its start (a replaced deck never reprices a running call)
+        priced = session.priced if session and session.priced else None
+        if priced is None and account:
+            priced = self._authorizer.priced_call(key) or await self._authorizer.price(
+                account, event.callee, _moment(event.started_at)
+            )
         currency = await self._authorizer.currency(account) if priced is None else ""
         record = self._rate(event, account, priced, currency)
         self._settler.submit(Settlement(record=record, reservation_key=key))
@@ -315,6 +346,7 @@ class SessionManager:
         event: CallEnded, account: str, priced: PricedDestination | None, currency: str
     ) -> RatedCallRecord:
         duration = event.billsec if event.answered else Decimal(0)
+        charge = CarrierCharge()
         if priced is None:
             cost, billable, deck, prefix, dest, rate = 0, 0, "", "", "", 0
         else:
@@ -323,6 +355,8 @@ class SessionManager:
             currency, deck = priced.info.currency, priced.info.name
             prefix, dest = priced.rate.prefix, priced.rate.destination
             rate = to_micros(priced.rate.rate)
+            if priced.selection is not None and event.answered:
+                charge = priced.selection.carrier_charge(cost, duration)
         return RatedCallRecord(
             switch_id=event.switch_id,
             call_id=event.call_id,
@@ -342,6 +376,9 @@ class SessionManager:
             rate_micros=rate,
             disposition=event.disposition,
             cause=event.cause,
+            carrier=charge.carrier,
+            buy_cost_micros=charge.buy_cost_micros,
+            margin_micros=charge.margin_micros,
         )
 
     async def close(self) -> None:

@@ -1,28 +1,48 @@
 """The in-memory tariff catalog: every rate deck, indexed, and which deck an account uses.
 
-Loaded from SQL at start and on reload; a reload swaps the whole catalog at once, so a
-call keeps the ``PricedRoute`` (deck rules + rate) it was authorized with.
+Loaded from SQL at start and on reload; a reload swaps the whole catalog (or one deck)
+at once. A price is a :class:`PricedDestination` (deck rules + the matched rate), an
+immutable value: a call keeps the one it was priced with until it ends, whatever
+replaces the deck meanwhile (the session manager holds it; see ``daemon.sessions``).
+
+A price is looked up for the call's START time in the account's time zone
+(``RateDeck.match``): the band and the effective window in force when the call began.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
+import structlog
+
+from storage.decks import DeckStore
 from tariffs.deck import DeckInfo, Rate
 from tariffs.ratedeck import RateDeck
+
+if TYPE_CHECKING:
+    from daemon.lcr_service import RouteSelection
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class PricedDestination:
-    """The retail price of one call: the deck's rules and the matched rate."""
+    """The retail price of one call: the deck's rules and the matched rate.
+
+    ``selection`` is the LCR route list the call was authorized with (its carriers' buy
+    prices), kept with the price so the rated call records its carrier, buy cost and margin.
+    """
 
     info: DeckInfo
     rate: Rate
+    selection: RouteSelection | None = None
 
 
 class TariffCatalog:
-    """Rate decks by name; ``price(deck_name, callee)`` finds the longest-prefix rate."""
+    """Rate decks by name; ``price(deck_name, callee, at, tz)`` finds the rate in force."""
 
     def __init__(self, decks: Mapping[str, RateDeck] | None = None) -> None:
         self._decks: dict[str, RateDeck] = dict(decks or {})
@@ -37,18 +57,51 @@ class TariffCatalog:
         decks[deck.info.name] = deck
         self._decks = decks
 
+    async def reload(self, store: DeckStore, name: str | None = None) -> list[str]:
+        """Reload every deck (or the deck ``name``) from SQL and swap it in; the names.
+
+        Decks are read and indexed before the swap: until then calls are priced with the
+        previous decks, and a failure leaves them in place. A deck gone from SQL is
+        dropped by a full reload only.
+        """
+        if name is None:
+            loaded = await store.load_all()
+            self.replace_all({n: RateDeck(info, rates) for n, (info, rates) in loaded.items()})
+            names = sorted(loaded)
+        else:
+            found = await store.load(name)
+            if found is None:
+                return []
+            self.replace(RateDeck(found[0], found[1]))
+            names = [name]
+        log.info("rate decks reloaded", decks=names)
+        return names
+
     def names(self) -> list[str]:
         """Names of the loaded decks."""
         return sorted(self._decks)
 
-    def price(self, deck_name: str | None, callee: str) -> PricedDestination | None:
-        """The rate for ``callee`` in the named deck, or None (no deck, no prefix)."""
+    def deck(self, name: str) -> RateDeck | None:
+        """The loaded deck ``name``, or None."""
+        return self._decks.get(name)
+
+    def price(
+        self,
+        deck_name: str | None,
+        callee: str,
+        at: datetime | None = None,
+        tz: str = "UTC",
+    ) -> PricedDestination | None:
+        """The rate for a call to ``callee`` starting at ``at`` (None: now) in zone ``tz``.
+
+        None when there is no such deck or no rate in force for the number.
+        """
         if not deck_name:
             return None
         deck = self._decks.get(deck_name)
         if deck is None:
             return None
-        rate = deck.match(callee)
+        rate = deck.match(callee, at, tz)
         if rate is None:
             return None
         return PricedDestination(info=deck.info, rate=rate)

@@ -105,19 +105,29 @@ rate_decks = Table(
     Column("rounding", String(16), nullable=False),
     Column("decimals", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # JSON [[name, [weekday, ...], start_minute, end_minute], ...] (migration 0003)
+    Column("bands", Text, nullable=False, server_default="[]"),
 )
 
 rates = Table(
     "rates",
     metadata,
     Column("deck", String(64), ForeignKey("rate_decks.name"), primary_key=True),
-    Column("prefix", String(32), primary_key=True),  # unique (deck, prefix)
+    Column("seq", Integer, primary_key=True),  # the rate's place in its deck (0, 1, ...)
+    Column("prefix", String(32), nullable=False),  # several rates: one per band and window
     Column("destination", Text, nullable=False),
     Column("rate_micros", BigInteger, nullable=False),
     Column("connect_fee_micros", BigInteger, nullable=False),
     Column("initial_increment", Integer, nullable=False),
     Column("subsequent_increment", Integer, nullable=False),
     Column("minimum_duration", Integer, nullable=False),
+    # JSON [[start_s, rate_micros, increment_s], ...]; NULL = the classic two intervals
+    Column("intervals", Text, nullable=True),
+    Column("min_cost_micros", BigInteger, nullable=False, server_default="0"),
+    Column("max_cost_micros", BigInteger, nullable=True),  # NULL = no cap
+    Column("band", String(32), nullable=False, server_default=""),  # '' = any time
+    Column("effective_from", UTCDateTime, nullable=True),  # inclusive; NULL = open
+    Column("effective_to", UTCDateTime, nullable=True),  # exclusive; NULL = open
 )
 
 rated_calls = Table(
@@ -142,6 +152,13 @@ rated_calls = Table(
     Column("rate_micros", BigInteger, nullable=False),
     Column("disposition", String(32), nullable=False),
     Column("cause", Text, nullable=False),
+    # the LCR carrier assumed for the call, its buy cost and cost - buy cost (migration 0004)
+    Column("carrier", String(64), nullable=False, default="", server_default=""),
+    Column("buy_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("margin_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    # the bundle whose seconds the call used ('' = none) and how many (migration 0005)
+    Column("bundle", String(64), nullable=False, default="", server_default=""),
+    Column("bundle_seconds", BigInteger, nullable=False, default=0, server_default="0"),
     Column("rated_at", UTCDateTime, nullable=False),
     UniqueConstraint("switch_id", "call_id"),
     Index("ix_rated_calls_account_id_ended_at_us", "account_id", "ended_at_us"),
@@ -169,3 +186,6 @@ ledger_entries = Table(
     CheckConstraint("kind IN ('topup', 'charge', 'adjustment')", name="kind"),
     Index("ix_ledger_entries_account_id_id", "account_id", "id"),
 )
+
+import storage.carrier_tables  # noqa: E402, F401  (carriers, margin_guards: same metadata)
+import storage.plan_tables  # noqa: E402, F401  (tier_plans, bundles: same metadata)

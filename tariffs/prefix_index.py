@@ -98,6 +98,19 @@ class PrefixIndex(Generic[V]):
                     return found  # type: ignore[return-value]
         return None
 
+    def matches(self, number: str) -> Iterator[V]:
+        """The values of every prefix of ``number``, longest first."""
+        digits = normalize_number(number)
+        if digits is None:
+            return
+        by_prefix, size = self._by_prefix, len(digits)
+        missing = _MISSING
+        for length in self._lengths:
+            if length <= size:
+                found = by_prefix.get(digits[:length], missing)
+                if found is not missing:
+                    yield found  # type: ignore[misc]
+
     def get(self, prefix: str) -> V | None:
         """The value stored for exactly ``prefix`` (no longest-prefix search)."""
         return self._by_prefix.get(prefix)

@@ -1,30 +1,40 @@
 """The pure rating engine: deck rules + rate + duration -> charge. No I/O, all exact.
 
-Billable time follows the rate's increments (``initial_increment`` then
-``subsequent_increment`` seconds, every started increment counts, fractions of a second
-included) after applying ``minimum_duration``; an unanswered call (duration <= 0) is free.
-A call's cost is ``connect_fee + rate * billable / 60``, rounded once to the deck's
-``decimals`` with its rounding (``up`` = ceiling, ``half_up``, ``down``).
+An answered call of ``duration`` seconds (a started second counts: 3.504 -> 4) is first
+raised to the rate's ``minimum_duration``. It is then cut by the rate's intervals
+(:attr:`tariffs.deck.Rate.rate_intervals`), as CGRateS does: the part of the call in
+interval ``i`` (from its ``start`` to the next interval's start) is billed rounded UP to
+that interval's ``increment``, at its per-minute ``rate``; the next interval still
+begins at its own start. Billable seconds are the sum of the billed parts.
+
+The cost is ``connect_fee + sum(rate_i * billed_i / 60)``, raised to ``min_cost`` and
+capped at ``max_cost`` (a capped call goes on free), then rounded ONCE to the deck's
+``decimals`` with its rounding (``up`` = ceiling, ``half_up``, ``down``). An unanswered
+call (duration <= 0) is free: no connect fee, no minimum.
 
 Arithmetic is done in exact integers (prices are in micro-units, at most 6 decimals),
-so rounding never depends on a Decimal context; :func:`max_usage` is closed-form.
+so rounding never depends on a Decimal context; :func:`max_usage` is closed-form (one
+step per interval). A rate is compiled to integers once (a cache of the last 65,536
+distinct rates: a rate is an immutable value).
 
 Errors::
 
     ValueError
-    └── RatingError   code INVALID_RATING_INPUT (a float, NaN, a rate with more than
-                      6 decimals or a zero increment reaching the engine)
+    └── RatingError   code INVALID_RATING_INPUT (a float, NaN, a price with more than
+                      6 decimals, a zero increment or a malformed interval list)
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from tariffs.deck import DeckInfo, Rate, Rounding
 
 FREE_CALL_USAGE = 86_400
-"""``max_usage`` of an affordable call whose per-minute rate is 0 when no limit is given."""
+"""``max_usage`` of an affordable call with no price per minute (free, or capped by its
+``max_cost``) when no limit is given."""
 
 _MICROS = 6
 _UNIT_SIZE: tuple[int, ...] = tuple(60 * 10**exponent for exponent in range(_MICROS, -1, -1))
@@ -48,6 +58,16 @@ class Charge:
     currency: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One interval in integers: [start, end) seconds, micro-units per minute, increment."""
+
+    start: int
+    end: int | None  # None: the last interval, open
+    per_minute: int
+    increment: int
+
+
 def _whole_seconds(duration: Decimal | int) -> int:
     """``ceil(duration)`` as an int: a started second counts (3.504 -> 4)."""
     if isinstance(duration, bool) or not isinstance(duration, Decimal | int):
@@ -57,31 +77,6 @@ def _whole_seconds(duration: Decimal | int) -> int:
     if not duration.is_finite():
         raise RatingError(f"duration is not finite: {duration}")
     return int(duration.to_integral_value(rounding=ROUND_CEILING))
-
-
-def _increments(rate: Rate) -> tuple[int, int]:
-    initial, subsequent = rate.initial_increment, rate.subsequent_increment
-    if initial <= 0 or subsequent <= 0:
-        raise RatingError(
-            f"prefix {rate.prefix!r}: increments must be positive, not {initial}/{subsequent}"
-        )
-    return initial, subsequent
-
-
-def _billable(rate: Rate, seconds: int) -> int:
-    """Billable seconds of an answered call lasting ``seconds`` whole seconds."""
-    if seconds <= 0:
-        return 0
-    initial, subsequent = _increments(rate)
-    seconds = max(seconds, rate.minimum_duration)
-    if seconds <= initial:
-        return initial
-    return initial + -(-(seconds - initial) // subsequent) * subsequent
-
-
-def billable_seconds(rate: Rate, duration: Decimal | int) -> int:
-    """Seconds billed for a call of ``duration`` seconds (0 when unanswered)."""
-    return _billable(rate, _whole_seconds(duration))
 
 
 def _micros(name: str, rate: Rate, value: Decimal) -> int:
@@ -95,6 +90,82 @@ def _micros(name: str, rate: Rate, value: Decimal) -> int:
     return micros
 
 
+def _steps(rate: Rate) -> tuple[_Step, ...]:
+    """The rate's intervals in integers, checked (start 0, increasing, increments > 0)."""
+    if not rate.intervals:  # the classic pair, without building RateInterval objects
+        initial, subsequent = rate.initial_increment, rate.subsequent_increment
+        if initial <= 0 or subsequent <= 0:
+            raise RatingError(
+                f"prefix {rate.prefix!r}: increments must be positive, not {initial}/{subsequent}"
+            )
+        per_minute = _micros("rate", rate, rate.rate)
+        return (
+            _Step(0, initial, per_minute, initial),
+            _Step(initial, None, per_minute, subsequent),
+        )
+    intervals = rate.intervals
+    steps: list[_Step] = []
+    for number, interval in enumerate(intervals):
+        end = intervals[number + 1].start if number + 1 < len(intervals) else None
+        if (number == 0 and interval.start != 0) or (end is not None and end <= interval.start):
+            raise RatingError(
+                f"prefix {rate.prefix!r}: intervals must start at 0 and increase: "
+                f"{[i.start for i in intervals]}"
+            )
+        if interval.increment <= 0:
+            raise RatingError(
+                f"prefix {rate.prefix!r}: increments must be positive, not {interval.increment}"
+            )
+        per_minute = _micros(f"interval {number + 1} rate", rate, interval.rate)
+        steps.append(_Step(interval.start, end, per_minute, interval.increment))
+    return tuple(steps)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A rate in exact integers, compiled once per distinct rate (prices in 10^-6 / 60)."""
+
+    steps: tuple[_Step, ...]
+    fee: int
+    low: int
+    high: int | None
+    minimum: int
+
+
+@functools.lru_cache(maxsize=65536)
+def _plan(rate: Rate) -> _Plan:
+    """The rate's plan; a bad rate raises :class:`RatingError` (and is not cached)."""
+    if rate.minimum_duration < 0:
+        raise RatingError(f"prefix {rate.prefix!r}: minimum_duration is negative")
+    low = _micros("min_cost", rate, rate.min_cost) * 60
+    high = None if rate.max_cost is None else _micros("max_cost", rate, rate.max_cost) * 60
+    fee = _micros("connect_fee", rate, rate.connect_fee) * 60
+    return _Plan(_steps(rate), fee, low, high, rate.minimum_duration)
+
+
+def _ceil_to(seconds: int, increment: int) -> int:
+    return -(-seconds // increment) * increment
+
+
+def _billed(plan: _Plan, seconds: int) -> list[tuple[_Step, int]]:
+    """(interval, billed seconds) of an answered call lasting ``seconds`` whole seconds."""
+    if seconds <= 0:
+        return []
+    seconds = max(seconds, plan.minimum)
+    billed: list[tuple[_Step, int]] = []
+    for step in plan.steps:
+        if seconds <= step.start:
+            break
+        part = seconds - step.start if step.end is None else min(seconds, step.end) - step.start
+        billed.append((step, _ceil_to(part, step.increment)))
+    return billed
+
+
+def billable_seconds(rate: Rate, duration: Decimal | int) -> int:
+    """Seconds billed for a call of ``duration`` seconds (0 when unanswered)."""
+    return sum(seconds for _, seconds in _billed(_plan(rate), _whole_seconds(duration)))
+
+
 def _check_decimals(info: DeckInfo) -> int:
     decimals = info.decimals
     if not 0 <= decimals <= _MICROS:
@@ -102,14 +173,9 @@ def _check_decimals(info: DeckInfo) -> int:
     return decimals
 
 
-def _cost_units(info: DeckInfo, rate: Rate, billable: int) -> int:
-    """The rounded cost of ``billable`` seconds in units of 10^-decimals (billable > 0)."""
-    decimals = _check_decimals(info)
-    # exact value in units of 10^-6 / 60, divided by the size of one output unit
-    numerator = _micros("connect_fee", rate, rate.connect_fee) * 60 + (
-        _micros("rate", rate, rate.rate) * billable
-    )
-    denominator = _UNIT_SIZE[decimals]
+def _round(info: DeckInfo, numerator: int) -> int:
+    """``numerator`` (units of 10^-6 / 60) rounded to units of 10^-decimals."""
+    denominator = _UNIT_SIZE[_check_decimals(info)]
     quotient, remainder = divmod(numerator, denominator)
     if info.rounding is Rounding.UP:
         return quotient + (remainder > 0)
@@ -118,16 +184,30 @@ def _cost_units(info: DeckInfo, rate: Rate, billable: int) -> int:
     return quotient
 
 
+def _rate_units(info: DeckInfo, rate: Rate, seconds: int) -> tuple[int, int]:
+    """(rounded cost in units of 10^-decimals, billable seconds) of ``seconds`` of talk."""
+    plan = _plan(rate)
+    billed = _billed(plan, seconds)
+    if not billed:
+        return 0, 0
+    exact, billable = plan.fee, 0
+    for step, part in billed:
+        exact += step.per_minute * part
+        billable += part
+    exact = max(exact, plan.low)
+    if plan.high is not None and exact > plan.high:
+        exact = plan.high
+    return _round(info, exact), billable
+
+
 def _to_decimal(units: int, info: DeckInfo) -> Decimal:
     return Decimal(units).scaleb(-info.decimals)
 
 
 def call_cost(info: DeckInfo, rate: Rate, duration: Decimal | int) -> Decimal:
     """The cost of a call of ``duration`` seconds, rounded to the deck's decimals."""
-    billable = billable_seconds(rate, duration)
-    if billable == 0:
-        return _to_decimal(0, info)
-    return _to_decimal(_cost_units(info, rate, billable), info)
+    units, _ = _rate_units(info, rate, _whole_seconds(duration))
+    return _to_decimal(units, info)
 
 
 def cost_of_first(info: DeckInfo, rate: Rate, seconds: int) -> Decimal:
@@ -137,8 +217,7 @@ def cost_of_first(info: DeckInfo, rate: Rate, seconds: int) -> Decimal:
 
 def rate_call(info: DeckInfo, rate: Rate, duration: Decimal | int) -> Charge:
     """Rate one finished call: its cost, billable seconds, rate, deck and currency."""
-    billable = billable_seconds(rate, duration)
-    units = _cost_units(info, rate, billable) if billable else 0
+    units, billable = _rate_units(info, rate, _whole_seconds(duration))
     return Charge(
         cost=_to_decimal(units, info),
         billable_seconds=billable,
@@ -148,37 +227,53 @@ def rate_call(info: DeckInfo, rate: Rate, duration: Decimal | int) -> Charge:
     )
 
 
-def _max_billable(info: DeckInfo, rate: Rate, credit_units: int) -> int | None:
-    """The largest billable b with cost(b) <= credit, None when unbounded (rate 0).
+def _threshold(info: DeckInfo, credit_units: int) -> int:
+    """The largest exact cost (units of 10^-6 / 60) that rounds to at most ``credit_units``.
 
-    With cost units ``c(b) = round((F + R*b) / D)`` and ``C`` the credit floored to
-    units: UP needs ``F + R*b <= C*D``; DOWN needs ``F + R*b < (C+1)*D``; HALF_UP
-    needs ``2*(F + R*b) < (2C+1)*D``. Each solves for b with one floor division.
+    With ``D`` the size of one output unit: UP needs ``N <= C*D``; DOWN needs
+    ``N < (C+1)*D``; HALF_UP needs ``2*N < (2C+1)*D``.
     """
-    decimals = _check_decimals(info)
-    fee = _micros("connect_fee", rate, rate.connect_fee) * 60
-    per_second = _micros("rate", rate, rate.rate)
-    denominator = _UNIT_SIZE[decimals]
+    denominator = _UNIT_SIZE[_check_decimals(info)]
     if info.rounding is Rounding.UP:
-        budget, factor = credit_units * denominator - fee, 1
-    elif info.rounding is Rounding.DOWN:
-        budget, factor = (credit_units + 1) * denominator - fee - 1, 1
-    else:
-        budget, factor = (2 * credit_units + 1) * denominator - 2 * fee - 1, 2
-    if budget < 0:
-        return -1
-    if per_second == 0:
-        return None
-    return budget // (factor * per_second)
+        return credit_units * denominator
+    if info.rounding is Rounding.DOWN:
+        return (credit_units + 1) * denominator - 1
+    return ((2 * credit_units + 1) * denominator - 1) // 2
+
+
+def _longest_within(steps: tuple[_Step, ...], fee: int, budget: int) -> int | None:
+    """The longest call (seconds, at an increment boundary) whose exact cost <= ``budget``.
+
+    ``fee + cost of intervals`` is flat within one increment: inside interval ``i`` the
+    answer is ``start_i + k * increment_i`` with ``k = (budget - base_i) // (price of one
+    increment)``; when ``k`` reaches the interval's end the whole interval is affordable
+    and the search goes on in the next one. None: unbounded (a free last interval).
+    """
+    base, seconds = fee, 0
+    if base > budget:
+        return 0
+    for step in steps:
+        block = step.per_minute * step.increment
+        count = None if block == 0 else (budget - base) // block
+        if step.end is None:
+            return None if count is None else step.start + count * step.increment
+        length = step.end - step.start
+        if count is None or count * step.increment >= length:
+            seconds = step.end
+            base += step.per_minute * _ceil_to(length, step.increment)
+            continue
+        return max(seconds, step.start + count * step.increment)
+    return seconds  # pragma: no cover - the last step is open
 
 
 def max_usage(info: DeckInfo, rate: Rate, credit: Decimal, limit: int | None = None) -> int:
     """The longest call (whole seconds) whose cost stays within ``credit``.
 
-    The answer is at an increment boundary (a call of that length costs at most
-    ``credit``, one more increment would not), or 0 when not even the first billable
-    block is affordable. ``limit`` caps the answer; an affordable free rate (0 per
-    minute) with no limit gets :data:`FREE_CALL_USAGE`.
+    The answer is at an increment (or interval) boundary: a call of that length costs at
+    most ``credit``, one second more would not; 0 when not even the first billable block
+    is affordable. ``limit`` caps the answer. A call that cannot cost more than
+    ``credit`` (a free rate, or a ``max_cost`` within the credit) gets ``limit``, or
+    :data:`FREE_CALL_USAGE` when no limit is given.
     """
     if not isinstance(credit, Decimal) or not credit.is_finite():
         raise RatingError(f"credit must be a finite Decimal, not {credit!r}")
@@ -186,21 +281,17 @@ def max_usage(info: DeckInfo, rate: Rate, credit: Decimal, limit: int | None = N
         raise RatingError(f"limit must not be negative: {limit}")
     if credit < 0:
         return 0
-    initial, subsequent = _increments(rate)
+    plan = _plan(rate)
+    low, high = plan.low, plan.high
     credit_units = int(credit.scaleb(info.decimals).to_integral_value(rounding=ROUND_FLOOR))
-    first = _billable(rate, 1)  # the first billable block (minimum duration included)
-    best = _max_billable(info, rate, credit_units)
-    if best is None:
+    budget = _threshold(info, credit_units)
+    first = sum(part for _, part in _billed(plan, 1))  # the first billable block
+    if low > budget:
+        return 0
+    unbounded = high is not None and high <= budget
+    seconds = None if unbounded else _longest_within(plan.steps, plan.fee, budget)
+    if seconds is None:
         return limit if limit is not None else max(FREE_CALL_USAGE, first)
-    if best < first:
+    if seconds < max(1, rate.minimum_duration):
         return 0
-    seconds = initial + (best - initial) // subsequent * subsequent
-    # the closed form is exact integer arithmetic; the adjustment below checks it
-    # against call_cost itself and moves by whole increments (it never loops in practice)
-    while seconds >= first and call_cost(info, rate, seconds) > credit:
-        seconds -= subsequent
-    if seconds < first:
-        return 0
-    while call_cost(info, rate, seconds + subsequent) <= credit:
-        seconds += subsequent
     return seconds if limit is None else min(seconds, limit)
