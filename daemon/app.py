@@ -114,6 +114,7 @@ class Daemon:
     service: AuthorizationService | None = None
     live: LiveState | None = None
     routes: RouteSelector | None = None
+    directory: AccountDirectory | None = None
     connectors: list[SwitchConnector] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,7 +129,7 @@ class Daemon:
         self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
         count = await rebuild_live_state(account_store, ledger, live)
         catalog = await load_catalog(DeckStore(res.engine))
-        directory = AccountDirectory(account_store)
+        self.directory = directory = AccountDirectory(account_store)
         await directory.load()
         self.routes = routes = RouteSelector(catalog, CarrierStore(res.engine))
         await routes.reload()
@@ -231,6 +232,25 @@ class Daemon:
 
         return resync
 
+    async def reload(self) -> None:
+        """Re-read accounts, rate decks, carriers and margin guards from SQL (SIGHUP).
+
+        Each is read and indexed before it is swapped in; a failure keeps what was
+        loaded. Live calls keep the price they started with.
+        """
+        if self.resources is None or self.service is None:
+            return
+        try:
+            decks = await self.service.catalog.reload(DeckStore(self.resources.engine))
+            if self.routes is not None:
+                await self.routes.reload()
+            if self.directory is not None:
+                await self.directory.load()
+        except Exception:
+            log.exception("reload failed; the previous configuration stays in force")
+            return
+        log.info("reloaded", decks=decks)
+
     async def stop(self) -> None:
         """Drain: refuse authorizations, stop listeners and connectors, finish settlements."""
         if self.service is not None:
@@ -258,6 +278,14 @@ class Daemon:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(self.reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
         try:
             await stop.wait()
