@@ -361,3 +361,32 @@ async def test_given_redis_down_when_rerated_then_sql_posted_and_unsynced_counte
     [error] = [line for line in logs if line["log_level"] == "error"]
     assert error["account"] == acc and error["txn_key"].startswith("rerate:")
     assert await world.ledger.balance_micros(acc) == TOPUP - 120_000
+
+
+async def test_given_scheduled_price_change_when_rerated_then_each_call_keeps_its_start_rate(
+    world: World,
+) -> None:
+    # the corrected deck: 0.12/min until 2026-11-15, 0.15/min from then on
+    change = datetime(2026, 11, 15, tzinfo=UTC)
+    scheduled = RateDeck(
+        DeckInfo("retail"),
+        [
+            replace(V1.match("44") or _missing(), effective_to=change),
+            replace(V2.match("44") or _missing(), effective_from=change),
+        ],
+    )
+    acc = await world.account()
+    early = _record(acc, 1, "45")  # started 2026-11-01: 0.096 under either deck
+    late_us = int(change.timestamp()) * 1_000_000 + 3_600_000_000  # 2026-11-15 01:00
+    late = _record(acc, 2, "45", at_us=late_us)  # rated 0.096, the new price is 0.120
+    await world.rated(early, late)
+
+    report = await world.rerate(_catalog(scheduled))
+
+    assert (report.examined, report.changed) == (2, 1)
+    assert _totals(report) == {acc: (1, 24_000)}  # only the call after the change moved
+    assert await world.balance(acc) == TOPUP - 96_000 - 120_000
+
+
+def _missing() -> Rate:
+    raise AssertionError("the test deck has no rate for 44")
