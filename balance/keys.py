@@ -66,3 +66,48 @@ def account_pattern(account_id: str) -> str:
     """A SCAN MATCH pattern for every key of one account (glob characters escaped)."""
     escaped = "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in tag(account_id))
     return escaped + "*"
+
+
+# --- plans: volume-tier counters and bundled minutes (balance.usage, balance.bundles) ---
+#
+#   rk:{<account>}:usage:<period>                   hash  loaded, calls, seconds
+#   rk:{<account>}:counted:<call_key>               str   call counted (SETTLED_TTL_SECONDS)
+#   rk:{<account>}:bundle:<bundle>:<period>         hash  allowance, used, reserved (seconds)
+#   rk:{<account>}:bundle:<bundle>:<period>:calls   hash  call_key -> seconds reserved
+#   rk:{<account>}:bundle:<bundle>:<period>:leases  zset  call_key -> lease expiry (ms)
+#   rk:{<account>}:bundle_settled:<call_key>        str   bundle settled (SETTLED_TTL_SECONDS)
+#
+# <period> is YYYY-MM; a bundle name has no ':' (tariffs.bundles).
+
+PERIOD_STATE_TTL_SECONDS = 70 * 86_400
+"""How long a period's counters and bundle balances live after their last write."""
+
+
+def usage_key(account_id: str, period: str) -> str:
+    """The account's counters of one period: answered calls and billable seconds."""
+    return tag(account_id) + "usage:" + period
+
+
+def counted_key(account_id: str, call_key: str) -> str:
+    """Marker that a call was counted in its period's counters."""
+    return tag(account_id) + "counted:" + call_key
+
+
+def bundle_key(account_id: str, bundle: str, period: str) -> str:
+    """The account's abstract balance of one bundle in one period (seconds)."""
+    return tag(account_id) + "bundle:" + bundle + ":" + period
+
+
+def bundle_calls_key(account_id: str, bundle: str, period: str) -> str:
+    """The bundle's live reservations: call_key -> seconds."""
+    return bundle_key(account_id, bundle, period) + ":calls"
+
+
+def bundle_leases_key(account_id: str, bundle: str, period: str) -> str:
+    """The bundle's reservation leases: call_key -> expiry in ms (Redis server clock)."""
+    return bundle_key(account_id, bundle, period) + ":leases"
+
+
+def bundle_settled_key(account_id: str, call_key: str) -> str:
+    """Marker that a call's bundle reservation was settled (its seconds used once)."""
+    return tag(account_id) + "bundle_settled:" + call_key

@@ -10,6 +10,7 @@ import typer
 
 from daemon.cli_accounts import accounts_app, calls_app, topup
 from daemon.cli_carriers import carriers_app, margin_app
+from daemon.cli_plans import bundles_app, tiers_app
 from daemon.cli_rerate import rerate
 from daemon.cli_support import CliState, emit, err_console, fail, run_async, state
 from daemon.logging_setup import configure_logging
@@ -31,6 +32,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(calls_app, name="calls")
 app.add_typer(carriers_app, name="carriers")
 app.add_typer(margin_app, name="margin")
+app.add_typer(tiers_app, name="tiers")
+app.add_typer(bundles_app, name="bundles")
 app.add_typer(config_app, name="config")
 app.command("topup")(topup)
 app.command("rerate")(rerate)
