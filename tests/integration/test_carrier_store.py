@@ -220,13 +220,13 @@ async def test_given_calls_rated_before_0004_when_upgraded_then_defaults_and_dow
                 ),
                 {"now": datetime(2026, 1, 1)},
             )
-        await upgrade_async(engine)
+        await upgrade_async(engine)  # to the head: 0004 and every later migration
         old = await RatedCallWriter(engine).get("pbx", "old")
         assert old is not None
         assert (old.carrier, old.buy_cost_micros, old.margin_micros) == ("", 0, 0)
         await _downgrade(engine, "0003")
         assert await current_async(engine) == "0003"
-        await upgrade_async(engine)
+        await upgrade_async(engine, "0004")
         assert await current_async(engine) == "0004"
     finally:
         await engine.dispose()
