@@ -1,16 +1,22 @@
-"""Request batching: script calls issued in the same event-loop tick share one pipeline.
+"""Request batching: script calls issued in the same event-loop tick share one round trip.
 
-With hundreds of authorizations in flight, each EVALSHA paying its own redis-py round
-trip (a pooled connection, one write, one read) dominates. ``BatchingRunner`` queues the
-calls issued during one tick of the event loop and, on the next tick, sends them as ONE
-non-transactional pipeline of EVALSHAs (``transaction=False``: no MULTI/EXEC, each
-script is still atomic on its own). Every caller gets its own reply:
+With hundreds of authorizations in flight, each EVALSHA paying its own round trip (a
+pooled connection, one write, one read) dominates, and so does redis-py's per-command
+pipeline machinery. ``BatchingRunner`` queues the calls issued during one tick of the
+event loop and, on the next tick, writes them as ONE buffer of EVALSHA commands (encoded
+here, in RESP, when each call is queued) on a connection taken from the client's pool,
+then reads one reply per call with the connection's parser (hiredis when installed). No
+MULTI/EXEC: each script is atomic on its own. Every caller gets its own reply:
 
-- a script error (a Lua error, a wrong-type key) fails only the caller that sent it;
-- NOSCRIPT replies trigger ``SCRIPT LOAD`` of the scripts concerned and one retry of
-  just those calls;
-- a connection error fails every caller of that batch (redis-py's own retry policy
-  applies to the whole pipeline first).
+- a script error (a Lua error, a wrong-type key) fails only the caller that sent it, and
+  an argument that cannot be encoded fails only its caller, at once;
+- NOSCRIPT replies (a fresh, restarted or flushed server) trigger ``SCRIPT LOAD`` of the
+  scripts concerned and one retry of just those calls, in one more round trip (a call
+  that got NOSCRIPT did not run, so the retry is safe for every script);
+- a lost connection or a timeout (the pool's ``socket_timeout``, one deadline per round
+  trip) gives the replies read before it to their callers and the error to every other
+  caller of the batch; nothing is re-sent, since a call without a reply may have run
+  (``extend`` is not idempotent). The connection is dropped, never reused half-read.
 
 A batch holds at most ``max_batch`` calls; a full batch is sent at once. At most
 ``max_in_flight`` batches run concurrently (each on its own pooled connection, so the
@@ -22,13 +28,15 @@ set until done; ``aclose`` waits for them.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance.scripts import Arg, LuaScript
 
@@ -36,18 +44,18 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_IN_FLIGHT = 8
+_NO_REPLY: Any = object()  # a call whose reply never came (the connection was lost)
 
 
 @dataclass(frozen=True, slots=True)
 class _Call:
     script: LuaScript
-    keys: Sequence[str]
-    args: Sequence[Arg]
+    command: bytes  # the whole EVALSHA command, RESP-encoded
     future: asyncio.Future[Any]
 
 
 class BatchingRunner:
-    """Coalesces the script calls of one event-loop tick into one pipeline."""
+    """Coalesces the script calls of one event-loop tick into one write and one read."""
 
     def __init__(
         self,
@@ -60,7 +68,9 @@ class BatchingRunner:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self._redis = redis
+        self._pool = redis.connection_pool
+        # the client's own encoder: its encoding, and DataError for a bad argument type
+        self._encode = redis.get_encoder().encode  # type: ignore[no-untyped-call]
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._pending: list[_Call] = []
@@ -69,9 +79,13 @@ class BatchingRunner:
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Queue one EVALSHA for the current tick's batch and await its own reply."""
+        encode = self._encode
+        command = _pack(
+            [b"EVALSHA", script.sha.encode(), b"%d" % len(keys), *map(encode, [*keys, *args])]
+        )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Call(script, keys, args, future))
+        self._pending.append(_Call(script, command, future))
         if len(self._pending) >= self._max_batch and len(self._tasks) < self._max_in_flight:
             self._flush()
         elif not self._scheduled:
@@ -105,39 +119,83 @@ class BatchingRunner:
         task.add_done_callback(self._on_done)
 
     async def _execute(self, batch: list[_Call]) -> None:
+        replies: list[Any] = []
+        failure: Exception | None = None
         try:
-            replies = await self._send(batch)
+            await self._round_trip([call.command for call in batch], replies)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
-                await self._load_scripts({batch[i].script for i in missing})
-                retried = await self._send([batch[i] for i in missing])
-                for i, reply in zip(missing, retried, strict=True):
-                    replies[i] = reply
+                await self._load_and_retry(batch, missing, replies)
         except asyncio.CancelledError:
             for call in batch:
                 call.future.cancel()
             raise
-        except Exception as exc:  # connection lost, timeout: the whole batch failed
-            log.debug("redis batch failed", size=len(batch), error=repr(exc))
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
+        except Exception as exc:  # connection lost, timeout: the calls without a reply fail
+            log.debug("redis batch failed", size=len(batch), replied=len(replies), error=repr(exc))
+            failure = exc
+        replies += [_NO_REPLY] * (len(batch) - len(replies))
         for call, reply in zip(batch, replies, strict=True):
             if call.future.done():  # the caller was cancelled meanwhile
                 continue
-            if isinstance(reply, Exception):
+            if reply is _NO_REPLY:
+                assert failure is not None
+                call.future.set_exception(failure)
+            elif isinstance(reply, Exception):
                 call.future.set_exception(reply)
             else:
                 call.future.set_result(reply)
 
-    async def _send(self, batch: Sequence[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        return list(await pipe.execute(raise_on_error=False))
+    async def _load_and_retry(
+        self, batch: list[_Call], missing: list[int], replies: list[Any]
+    ) -> None:
+        """SCRIPT LOAD the scripts that got NOSCRIPT and re-send just those calls.
 
-    async def _load_scripts(self, scripts: set[LuaScript]) -> None:
+        One round trip: the loads come first on the connection, so they run first. A
+        call whose script failed to load gets the load's error, not NOSCRIPT again.
+        """
+        scripts = list({batch[i].script for i in missing})
         log.info("loading lua scripts", scripts=sorted(s.name for s in scripts))
-        for script in scripts:
-            await self._redis.script_load(script.source)
+        loads = [_pack([b"SCRIPT", b"LOAD", s.source.encode()]) for s in scripts]
+        retried: list[Any] = []
+        try:
+            await self._round_trip(loads + [batch[i].command for i in missing], retried)
+        finally:
+            load_errors = {
+                script: reply
+                for script, reply in zip(scripts, retried[: len(loads)], strict=False)
+                if isinstance(reply, Exception)
+            }
+            retried = retried[len(loads) :] + [_NO_REPLY] * len(missing)
+            for i, reply in zip(missing, retried, strict=False):
+                failed_load = isinstance(reply, NoScriptError) and batch[i].script in load_errors
+                replies[i] = load_errors[batch[i].script] if failed_load else reply
+
+    async def _round_trip(self, commands: list[bytes], replies: list[Any]) -> None:
+        """Write ``commands`` at once on a pooled connection; append one reply per command.
+
+        A Redis error reply is appended as its exception. On a lost connection or a
+        timeout, ``replies`` holds what was read before and the error is raised.
+        """
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            # one deadline for the whole round trip: a per-read timeout costs ~10 us a reply
+            async with asyncio.timeout(conn.socket_timeout):
+                await conn.send_packed_command(b"".join(commands))
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
+        except BaseException as exc:
+            await conn.disconnect()  # never back to the pool with unread replies
+            if isinstance(exc, TimeoutError):
+                timeout = conn.socket_timeout
+                raise RedisTimeoutError(f"redis batch timed out after {timeout} s") from exc
+            raise
+        finally:
+            await self._pool.release(conn)
+
+
+def _pack(parts: Sequence[bytes]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])

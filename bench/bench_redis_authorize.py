@@ -9,8 +9,10 @@ default redis://127.0.0.1:6379/0, hiredis parser when installed):
   (b) batched    ``LiveState.reserve`` with 50 and 500 concurrent callers
   (c) unbatched  the same without batching
 
-Prints ops/s and the ratio of each to (a). Keys use a unique account prefix and are
-deleted afterwards.
+Prints ops/s, the CPU time per op of this process (the load generator and the client:
+less disturbed than throughput by other processes on a shared machine) and the ratio of
+each to (a). Full mode runs every mode three times, interleaved, and reports the median
+run of each. Keys use a unique account prefix and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,8 +36,8 @@ AMOUNT = 1_000
 Op = Callable[[str, str], Awaitable[object]]
 
 
-async def drive(op: Op, accounts: list[str], workers: int, total: int) -> float:
-    """Run ``total`` reserves from ``workers`` concurrent tasks; returns ops per second."""
+async def drive(op: Op, accounts: list[str], workers: int, total: int) -> tuple[float, float]:
+    """Run ``total`` reserves from ``workers`` concurrent tasks: (ops/s, CPU us per op)."""
     per_worker = max(1, total // workers)
     run = uuid.uuid4().hex[:8]
 
@@ -43,9 +46,11 @@ async def drive(op: Op, accounts: list[str], workers: int, total: int) -> float:
         for i in range(per_worker):
             await op(account, f"{run}-{n}-{i}")
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(n) for n in range(workers)))
-    return per_worker * workers / (time.perf_counter() - started)
+    ops = per_worker * workers
+    cpu_us = (time.process_time() - cpu_started) / ops * 1e6
+    return ops / (time.perf_counter() - started), cpu_us
 
 
 async def main(quick: bool) -> None:
@@ -91,14 +96,23 @@ async def main(quick: bool) -> None:
         ]
         for _, op, workers in modes:  # warm up connections and scripts
             await drive(op, accounts, workers, min(total // 10, 2_000))
-        rates = [await drive(op, accounts, workers, total) for _, op, workers in modes]
+        runs: list[list[tuple[float, float]]] = [[] for _ in modes]
+        for _ in range(1 if quick else 3):  # interleaved: a slow moment hits every mode
+            for n, (_, op, workers) in enumerate(modes):
+                runs[n].append(await drive(op, accounts, workers, total))
+        results = [statistics.median_low(r) for r in runs]  # the median run (by ops/s)
         await batched.aclose()
         await unbatched.aclose()
 
-        print(f"reserve ops: {total} per mode, {ACCOUNTS} accounts, redis {url}")
-        print(f"{'mode':<26}{'callers':>8}{'ops/s':>12}{'vs (a)':>9}")
-        for (name, _, workers), rate in zip(modes, rates, strict=True):
-            print(f"{name:<26}{workers:>8}{rate:>12,.0f}{rate / rates[0]:>9.2f}")
+        print(f"reserve ops: {total} per mode and run, {ACCOUNTS} accounts, redis {url}")
+        header = f"{'callers':>8}{'ops/s':>12}{'vs (a)':>9}{'cpu us':>9}{'cpu vs (a)':>12}"
+        print(f"{'mode':<26}{header}")
+        base_rate, base_cpu = results[0]
+        for (name, _, workers), (rate, cpu) in zip(modes, results, strict=True):
+            print(
+                f"{name:<26}{workers:>8}{rate:>12,.0f}{rate / base_rate:>9.2f}"
+                f"{cpu:>9.1f}{base_cpu / cpu:>12.2f}"
+            )
     finally:
         for account in accounts:
             found = [k async for k in client.scan_iter(match=keys.account_pattern(account))]

@@ -1,0 +1,194 @@
+"""BatchingRunner on a real Redis: per-call replies and errors, NOSCRIPT, a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import DataError
+from structlog.testing import capture_logs
+
+from balance import keys
+from balance.batching import BatchingRunner
+from balance.live import AccountLimits, LiveScriptError, LiveState, LiveStateUnavailable
+from balance.scripts import LuaScript
+from daemon.embedded_redis import EmbeddedRedis
+
+SLICE = 1_000
+RUN = f"batching-{uuid.uuid4().hex[:12]}"  # every key of this module starts with it
+
+
+def new_account() -> str:
+    return f"{RUN}-{uuid.uuid4().hex[:12]}"
+
+
+def counter_script(name: str) -> LuaScript:
+    """INCR KEYS[1], under a source no server has seen yet (so its first call is NOSCRIPT)."""
+    source = f"-- {name} {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])\n"
+    return LuaScript(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_keys(redis_url: str) -> Iterator[None]:
+    """Delete this module's keys from the shared server afterwards (never a flush)."""
+    yield
+    client = redis.Redis.from_url(redis_url)
+    try:
+        found = [*client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"), *client.scan_iter(f"{RUN}*")]
+        if found:
+            client.delete(*found)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def runner(redis_client: aioredis.Redis) -> AsyncIterator[BatchingRunner]:
+    batching = BatchingRunner(redis_client)
+    try:
+        yield batching
+    finally:
+        await batching.aclose()
+
+
+async def test_given_a_new_script_in_a_batch_when_noscript_then_only_its_calls_are_resent(
+    runner: BatchingRunner, redis_client: aioredis.Redis
+) -> None:
+    known, fresh = counter_script("known"), counter_script("fresh")
+    known_key, fresh_key = f"{RUN}-known", f"{RUN}-fresh"
+    await redis_client.script_load(known.source)
+
+    with capture_logs() as logs:
+        replies = await asyncio.gather(
+            *(
+                runner.run(script, [key], [])
+                for _ in range(10)
+                for script, key in ((known, known_key), (fresh, fresh_key))
+            )
+        )
+
+    # every call ran exactly once: the known script's calls were not re-sent
+    assert sorted(replies[0::2]) == list(range(1, 11))
+    assert sorted(replies[1::2]) == list(range(1, 11))
+    assert int(await redis_client.get(known_key) or 0) == 10
+    assert int(await redis_client.get(fresh_key) or 0) == 10
+    loads = [e for e in logs if e["event"] == "loading lua scripts"]
+    assert [e["scripts"] for e in loads] == [["fresh"]]
+
+
+async def test_given_script_flush_when_a_batch_runs_then_scripts_reload_and_all_answer(
+    tmp_path: Path,
+) -> None:
+    # SCRIPT FLUSH hits every client of a server: a private one, not the shared test Redis
+    server = EmbeddedRedis(tmp_path / "redis.db")
+    client = aioredis.Redis.from_url(server.url)
+    live = LiveState(client)
+    try:
+        account = new_account()
+        await live.load_account(AccountLimits(account, "active", 5 * SLICE, 0, None))
+        assert (await live.reserve(account, "call-0", SLICE)).ok
+        await client.script_flush()
+
+        with capture_logs() as logs:
+            reservations, snap = await asyncio.gather(
+                asyncio.gather(*(live.reserve(account, f"call-{i}", SLICE) for i in range(1, 9))),
+                live.snapshot(account),
+            )
+
+        assert sum(r.ok for r in reservations) == 4  # 5 slices, one already reserved
+        assert snap is not None and snap.balance_micros == 5 * SLICE
+        loads = [e for e in logs if e["event"] == "loading lua scripts"]
+        assert [e["scripts"] for e in loads] == [["reserve", "snapshot"]]
+    finally:
+        await live.aclose()
+        await client.aclose()
+        server.close()
+
+
+async def test_given_one_failing_call_in_a_batch_when_run_then_only_that_caller_fails(
+    redis_client: aioredis.Redis,
+) -> None:
+    live = LiveState(redis_client)
+    good, broken = new_account(), new_account()
+    await live.load_account(AccountLimits(good, "active", 100 * SLICE, 0, None))
+    await redis_client.set(keys.account_key(broken), "not a hash")  # WRONGTYPE in the script
+
+    results = await asyncio.gather(
+        *(live.reserve(acct, f"call-{i}", SLICE) for i in range(5) for acct in (good, broken)),
+        return_exceptions=True,
+    )
+    await live.aclose()
+
+    assert all(isinstance(r, LiveScriptError) and "WRONGTYPE" in str(r) for r in results[1::2])
+    assert [getattr(r, "reason", r) for r in results[0::2]] == ["OK"] * 5
+    snap = await LiveState(redis_client, batch=False).snapshot(good)
+    assert snap is not None and len(snap.calls) == 5
+
+
+async def test_given_an_unencodable_argument_when_run_then_only_its_caller_fails(
+    runner: BatchingRunner, redis_client: aioredis.Redis
+) -> None:
+    script, key = counter_script("encode"), f"{RUN}-encode"
+    bad_arg = cast(Any, object())
+
+    results = await asyncio.gather(
+        runner.run(script, [key], []),
+        runner.run(script, [key], [bad_arg]),
+        runner.run(script, [key], []),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[1], DataError)
+    assert sorted(cast(list[int], [results[0], results[2]])) == [1, 2]
+
+
+async def _client_ids(admin: aioredis.Redis, name: str) -> list[int]:
+    return [int(c["id"]) for c in await admin.client_list() if c["name"] == name]
+
+
+async def _wait_until_postponed(admin: aioredis.Redis, client_id: int) -> None:
+    """Wait (at most 2 s) until the paused server holds the client's batch unprocessed."""
+    for _ in range(400):
+        if any("b" in c["flags"] for c in await admin.client_list(client_id=[client_id])):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"client {client_id} never got blocked by CLIENT PAUSE")
+
+
+async def test_given_a_batch_in_flight_when_its_connection_is_killed_then_every_caller_fails(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    name = f"rk-batching-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis.from_url(redis_url, client_name=name)
+    live = LiveState(client, runner=BatchingRunner(client, max_in_flight=1))
+    account = new_account()
+    try:
+        await live.load_account(AccountLimits(account, "active", 100 * SLICE, 0, None))
+        [victim] = await _client_ids(redis_client, name)  # the runner's pooled connection
+        # CLIENT PAUSE WRITE holds the batch's EVALSHAs on the server, unprocessed, so the
+        # kill lands while the batch is in flight (the pause is lifted in a few ms)
+        await redis_client.client_pause(2000, all=False)
+        try:
+            pending = asyncio.gather(
+                *(live.reserve(account, f"call-{i}", SLICE) for i in range(10)),
+                return_exceptions=True,
+            )
+            await _wait_until_postponed(redis_client, victim)
+            await redis_client.client_kill_filter(_id=str(victim))
+        finally:
+            await redis_client.client_unpause()
+        results = await pending
+
+        assert all(isinstance(r, LiveStateUnavailable) for r in results), results
+        snap = await live.snapshot(account)  # a new connection; nothing was re-sent
+        assert snap is not None and snap.calls == {}
+        assert (await live.reserve(account, "call-after", SLICE)).ok
+    finally:
+        await live.aclose()
+        await client.aclose()
