@@ -2,8 +2,10 @@
 
 authorize = find the account -> price the destination -> ONE atomic Redis script that
 checks status, concurrency and credit and reserves the first slice -> max_usage from the
-credit the call can use. The rate is the one in force now (the call's start) in the
-account's time zone; the price of an allowed call is kept for the session manager
+credit the call can use. An account under a reseller chain is priced at every level and
+reserves on every account of the chain, max_usage the shortest (``daemon.reseller_chain``).
+The rate is the one in force now (the call's start) in the account's time zone; the
+price of an allowed call is kept for the session manager
 (:meth:`AuthorizationService.priced_call`). Denials carry a stable ``Reason``; nothing
 here raises for a business denial. The reservation key is ``<switch_id>:<call_id>``;
 the session manager finds it again when the switch reports the call.
@@ -24,6 +26,7 @@ from balance.live import LiveState
 from daemon.account_directory import AccountDirectory
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
 from daemon.lcr_service import RouteSelector
+from daemon.reseller_chain import ResellerChains
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
 from tariffs.deck import DeckInfo, Rate
 from tariffs.money import from_micros, to_micros
@@ -86,6 +89,13 @@ class AuthorizationService:
         self._live = live
         self._policy = policy
         self._routes = routes
+        self._chains = ResellerChains(
+            accounts,
+            catalog,
+            live,
+            debit_interval=policy.debit_interval,
+            max_call_duration=policy.max_call_duration,
+        )
         self._priced_calls: dict[str, PricedDestination] = {}  # insertion-ordered
         self.accepting = True
 
@@ -109,7 +119,11 @@ class AuthorizationService:
         account = await self._accounts.get(account_id)
         if account is None:
             return None
-        return self._price(account, callee, at)
+        priced = self._price(account, callee, at)
+        if priced is not None and account.parent_id is not None:
+            # the reseller chain's wholesale prices (retail only when a reseller lost its rate)
+            priced = await self._chains.attach(account, callee, priced, at) or priced
+        return priced
 
     def _price(
         self, account: Account, callee: str, at: datetime | None
@@ -147,6 +161,8 @@ class AuthorizationService:
         if account.status != "active":
             return AuthorizationDecision.deny(Reason.ACCOUNT_SUSPENDED)
         priced = self._price(account, request.callee, None)
+        if priced is not None and account.parent_id is not None:
+            priced = await self._chains.attach(account, request.callee, priced, None)
         if priced is None:
             return AuthorizationDecision.deny(Reason.NO_RATE)
         if self._routes is not None:
@@ -155,7 +171,11 @@ class AuthorizationService:
             if selection.denied is not None:
                 return AuthorizationDecision.deny(selection.denied)
             priced = dataclasses.replace(priced, selection=selection)
-        decision = await self._reserve(request, priced)
+        if priced.chain:  # every account of the reseller chain reserves (daemon.reseller_chain)
+            key = reservation_key(request.switch_id, request.call_id)
+            decision = await self._chains.reserve(request.account, key, priced)
+        else:
+            decision = await self._reserve(request, priced)
         if decision.allowed:
             self._remember(reservation_key(request.switch_id, request.call_id), priced)
             if priced.selection is not None and priced.selection.routes:

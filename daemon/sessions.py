@@ -30,6 +30,7 @@ from connectors.events import CallAnswered, CallEnded, CallStarted, Event
 from daemon.authorization import AuthorizationRequest
 from daemon.authorization_service import AuthorizationService, reservation_key
 from daemon.lcr_service import CarrierCharge
+from daemon.reseller_chain import ChainHold, chain_charges
 from daemon.settlement import Settlement, Settler
 from daemon.tariff_catalog import PricedDestination
 from tariffs.money import from_micros, to_micros
@@ -68,6 +69,7 @@ class CallSession:
     priced: PricedDestination | None = None
     answered_clock: float = 0.0
     cut_reason: str = ""
+    chain_hold: ChainHold | None = None  # the reseller levels' reservations (if a chain)
     debit_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -233,6 +235,10 @@ class SessionManager:
             session.reserved_micros = await self._reserved(session.account, session.reservation_key)
         else:
             return
+        if session.priced is not None and session.priced.chain:
+            session.chain_hold = await ChainHold.load(
+                self._live, session.priced.chain, session.reservation_key
+            )
         log.info("call answered", reserved_micros=session.reserved_micros)
         if session.priced is not None:
             session.debit_task = asyncio.create_task(
@@ -292,7 +298,12 @@ class SessionManager:
             )
             if result.reason != "UNKNOWN_CALL":  # a partial grant still counts
                 session.reserved_micros = result.reserved_micros
-        return max_usage(priced.info, priced.rate, from_micros(session.reserved_micros))
+        covered = max_usage(priced.info, priced.rate, from_micros(session.reserved_micros))
+        if session.chain_hold is not None:  # every reseller level must pay as well
+            chain_covered = await session.chain_hold.extend_to(self._live, seconds)
+            if chain_covered is not None:
+                covered = min(covered, chain_covered)
+        return covered
 
     async def _cut(self, session: CallSession, reason: str) -> None:
         session.cut_reason = reason
@@ -379,6 +390,7 @@ class SessionManager:
             carrier=charge.carrier,
             buy_cost_micros=charge.buy_cost_micros,
             margin_micros=charge.margin_micros,
+            chain=chain_charges(priced, duration),
         )
 
     async def close(self) -> None:

@@ -3,8 +3,10 @@
 One SQL transaction carries many calls (``RatedCallWriter.write``). Only a call that the
 transaction newly wrote debits the hot balance in Redis; a duplicate (the same call seen
 again, after a reconnect or a restart) only releases what it still holds. A failed write
-is retried with backoff: nothing is dropped. ``close()`` drains the queue, shielded from
-cancellation, so that SIGTERM never loses a started settlement.
+is retried with backoff: nothing is dropped. A call under a reseller chain settles every
+level's reservation at its own cost (``daemon.reseller_chain.settle_chain``). ``close()``
+drains the queue, shielded from cancellation, so that SIGTERM never loses a started
+settlement.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import structlog
 
 from balance.live import LiveState
 from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
+from daemon.reseller_chain import settle_chain
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +150,8 @@ class Settler:
                 else:
                     await self._live.release(record.account_id, item.reservation_key)
                     self.duplicates += 1
+                if record.chain:  # each reseller level at its own cost
+                    await settle_chain(self._live, record, item.reservation_key, is_new=is_new)
             except Exception as exc:
                 # SQL is the truth; Redis is rebuilt from it on start.
                 log.error(

@@ -24,6 +24,7 @@ from tariffs.ratedeck import RateDeck
 
 if TYPE_CHECKING:
     from daemon.lcr_service import RouteSelection
+    from daemon.reseller_chain import ChainLevel
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +35,14 @@ class PricedDestination:
 
     ``selection`` is the LCR route list the call was authorized with (its carriers' buy
     prices), kept with the price so the rated call records its carrier, buy cost and margin.
+    ``chain`` is the reseller levels above the account with their wholesale prices
+    (``daemon.reseller_chain``; empty: no reseller chain).
     """
 
     info: DeckInfo
     rate: Rate
     selection: RouteSelection | None = None
+    chain: tuple[ChainLevel, ...] = ()
 
 
 class TariffCatalog:

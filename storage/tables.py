@@ -188,4 +188,5 @@ ledger_entries = Table(
 )
 
 import storage.carrier_tables  # noqa: E402, F401  (carriers, margin_guards: same metadata)
-import storage.plan_tables  # noqa: E402, F401  (tier_plans, bundles: same metadata)
+import storage.chain_tables as _chain_tables  # noqa: E402, F401  (rated_call_charges)
+import storage.plan_tables as _plan_tables  # noqa: E402, F401  (tier_plans, bundles, ...)
