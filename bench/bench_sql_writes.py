@@ -73,13 +73,10 @@ async def copy_baseline(dsn: str, calls: list[RatedCallRecord]) -> float:
     """Rows/s of COPY of the same rows into a bare table."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE TABLE bare_calls (switch_id text, call_id text, account_id text, "
-            "caller text, callee text, started_at_us int8, answered_at_us int8, "
-            "ended_at_us int8, billsec_us int8, billable_seconds int4, cost_micros int8, "
-            "currency text, deck text, prefix text, destination text, rate_micros int8, "
-            "disposition text, cause text, rated_at timestamptz)"
-        )
+        # the same columns as rated_calls, in FIELDS order (ints as int8, the rest text)
+        ints = {f for f in FIELDS for c in calls[:100] if isinstance(getattr(c, f), int)}
+        columns = ", ".join(f"{f} {'int8' if f in ints else 'text'}" for f in FIELDS)
+        await conn.execute(f"CREATE TABLE bare_calls ({columns}, rated_at timestamptz)")
         now = datetime.now(UTC)
         records = [(*(getattr(c, f) for f in FIELDS), now) for c in calls]
         began = time.perf_counter()
