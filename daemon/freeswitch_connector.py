@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from decimal import Decimal
+from collections.abc import Mapping, Sequence
 
 import structlog
 
-from connectors.esl.client import ClientItem, ESLClient, ESLSettings, Marker
+from connectors.esl.client import ESLClient, ESLSettings
 from connectors.esl.errors import ESLError
 from connectors.esl.listing import live_calls_from_rows
 from connectors.esl.parser import ESLEvent
 from connectors.esl.translator import ESLTranslator
-from connectors.events import CallAnswered, CallStarted, Event, SwitchConnected, SwitchDisconnected
+from connectors.events import CallAnswered, CallStarted, Event
 from connectors.live_calls import LiveCall
 from daemon.authorization import Authorizer, Reason
-from daemon.connector_types import EventHandler, Resyncer, ResyncListing, wall_clock
+from daemon.connector_base import ConnectorBase
+from daemon.connector_types import EventHandler, Resyncer, wall_clock
 from daemon.esl_park import ParkAuthorizer
 from daemon.freeswitch_dialplan import hangup_cause
 from daemon.settings import SwitchSettings
@@ -47,8 +47,10 @@ def cut_cause(reason: str) -> str:
         return "NORMAL_CLEARING"
 
 
-class FreeSwitchConnector:
+class FreeSwitchConnector(ConnectorBase):
     """ESL client + translator (+ park authorization) for one FreeSWITCH."""
+
+    protocol = "esl"
 
     def __init__(
         self,
@@ -59,11 +61,7 @@ class FreeSwitchConnector:
         authorizer: Authorizer | None = None,
         expire_every: float = 0.5,
     ) -> None:
-        self.switch_id = settings.id
-        self.connected = False
-        self._handler = handler
-        self._resync = resync
-        self._lost_at: Decimal | None = None
+        super().__init__(settings.id, handler, resync=resync, expire_every=expire_every)
         self._translator = ESLTranslator(settings.id)
         self._client = ESLClient(
             ESLSettings(
@@ -88,32 +86,22 @@ class FreeSwitchConnector:
                 contexts=settings.park_contexts,
                 continue_context=settings.park_continue_context,
             )
-        self._expire_every = expire_every
-        self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
-        self._lock = asyncio.Lock()
 
     @property
     def client(self) -> ESLClient:
         """The ESL client (for ``api`` commands)."""
         return self._client
 
-    def start(self) -> None:
-        """Run the client and the grace-period timer."""
-        self._tasks = [
-            asyncio.create_task(self._client.run(), name=f"esl:{self.switch_id}"),
-            asyncio.create_task(self._expire_loop(), name=f"esl-expire:{self.switch_id}"),
-        ]
-
     async def close(self) -> None:
-        """Stop the client, the park authorizations in flight, then the timer."""
-        await self._client.close()
-        for task in [*self._tasks, *self._side_tasks]:
+        """Stop the client, the timer, then the park authorizations in flight."""
+        await super().close()
+        side = list(self._side_tasks)
+        for task in side:
             task.cancel()
-        for task in [*self._tasks, *self._side_tasks]:
+        for task in side:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
         self._side_tasks.clear()
 
     async def hangup(self, channel: str, cause: int = 16, reason: str = "") -> None:
@@ -142,7 +130,6 @@ class FreeSwitchConnector:
         The translator needs no state for it: its next event (at the latest its
         CHANNEL_HANGUP_COMPLETE, which carries every billing fact) starts it.
         """
-        now = wall_clock()
         events: list[Event] = [
             CallStarted(
                 switch_id=self.switch_id,
@@ -163,64 +150,39 @@ class FreeSwitchConnector:
                     leg_id=call.leg_id,
                     channel=call.channel,
                     account=call.account,
-                    at=now,
+                    at=wall_clock(),
                 )
             )
         return events
 
-    async def _request_listing(self) -> None:
-        candidates = set(self._translator.tracked_calls())
-        try:
-            rows = await self._client.show_channels()
-        except ESLError as exc:
-            log.error("resync: cannot list channels", switch_id=self.switch_id, error=str(exc))
-            return
-        self._client.inject(ResyncListing(rows, candidates))
+    # -- the protocol ----------------------------------------------------------------
 
-    async def _apply_listing(self, listing: ResyncListing) -> None:
-        if self._resync is None:
-            return
-        calls = live_calls_from_rows(listing.items, wall_clock())
-        lost_at = self._lost_at or wall_clock()
-        async with self._lock:
-            await self._resync(self.switch_id, calls, self, lost_at, listing.candidates)
+    async def _run_client(self) -> None:
+        await self._client.run()
 
-    # -- the event stream ------------------------------------------------------------
+    async def _close_client(self) -> None:
+        await self._client.close()
 
-    async def _on_item(self, item: ClientItem) -> None:
-        if isinstance(item, SwitchConnected):
-            self.connected = True
-            await self._handler(item)
-            if self._resync is not None:
-                task = asyncio.create_task(self._request_listing(), name="esl-resync")
-                self._tasks = [t for t in self._tasks if not t.done()] + [task]
-            return
-        if isinstance(item, SwitchDisconnected):
-            self.connected = False
-            self._lost_at = wall_clock()
-            await self._handler(item)
-            return
-        if isinstance(item, Marker):
-            if isinstance(item.payload, ResyncListing):
-                await self._apply_listing(item.payload)
-            return
-        if self._park is not None and self._park.wants(item):
-            self._spawn_park(item)
-        async with self._lock:
-            for event in self._translator.feed(item):
-                await self._handler(event)
+    async def _list_live(self) -> Sequence[Mapping[str, str]]:
+        return await self._client.show_channels()
 
-    def _spawn_park(self, event: ESLEvent) -> None:
-        assert self._park is not None
-        task: asyncio.Task[object] = asyncio.create_task(
-            self._park.handle(event), name=f"esl-park:{event.unique_id}"
-        )
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+    def _inject(self, payload: object) -> None:
+        self._client.inject(payload)
 
-    async def _expire_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._expire_every)
-            async with self._lock:
-                for event in self._translator.expire(time.time()):
-                    await self._handler(event)
+    def _live_calls(self, items: Sequence[Mapping[str, str]]) -> list[LiveCall]:
+        return live_calls_from_rows(items, wall_clock())
+
+    def _before_translate(self, item: object) -> None:
+        if self._park is not None and isinstance(item, ESLEvent) and self._park.wants(item):
+            park = self._park
+            task: asyncio.Task[object] = asyncio.create_task(
+                park.handle(item), name=f"esl-park:{item.unique_id}"
+            )
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    def _translate(self, item: object) -> list[Event]:
+        return self._translator.feed(item) if isinstance(item, ESLEvent) else []
+
+    def _expire(self, now: float) -> list[Event]:
+        return self._translator.expire(now)

@@ -1,0 +1,175 @@
+"""What the Asterisk and FreeSWITCH connectors share: the event stream, resync, expiry.
+
+A connector owns one protocol client and one translator for one switch. This base runs
+the client and a grace-period timer, delivers SwitchConnected / SwitchDisconnected to the
+handler, and on every connection asks for the switch's channel listing; the client
+injects the answer into its event stream (``Marker``) where it arrived, and the base
+reconciles it there (``daemon/resync.py``). Every other protocol item goes through the
+translator, under one lock shared with the timer, so the events of a call stay in order.
+A subclass supplies the protocol: ``_run_client``, ``_close_client``, ``_list_live`` +
+``_inject`` + ``_live_calls`` (resync), ``_translate`` + ``_expire`` and the resync target
+methods (``tracked_calls``, ``forget``, ``adopt``), and ``hangup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+import structlog
+
+from connectors.events import Event, SwitchConnected, SwitchDisconnected
+from connectors.live_calls import LiveCall
+from daemon.connector_types import EventHandler, Resyncer, ResyncListing, wall_clock
+
+log = structlog.get_logger(__name__)
+
+
+class ConnectorBase(ABC):
+    """One switch's client + translator, delivering events in order (see module doc)."""
+
+    protocol = "switch"  # names the tasks: "ami", "esl"
+
+    def __init__(
+        self,
+        switch_id: str,
+        handler: EventHandler,
+        *,
+        resync: Resyncer | None,
+        expire_every: float,
+    ) -> None:
+        self.switch_id = switch_id
+        self.connected = False
+        self._handler = handler
+        self._resync = resync
+        self._lost_at: Decimal | None = None
+        self._expire_every = expire_every
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    # -- the protocol, per switch kind -------------------------------------------------
+
+    @abstractmethod
+    async def _run_client(self) -> None:
+        """Connect and reconnect forever, delivering items to ``_on_item``."""
+
+    @abstractmethod
+    async def _close_client(self) -> None:
+        """Stop the client."""
+
+    @abstractmethod
+    async def _list_live(self) -> Sequence[Mapping[str, str]]:
+        """The switch's live channels (raises the protocol's error on failure)."""
+
+    @abstractmethod
+    def _inject(self, payload: object) -> None:
+        """Put ``payload`` in the client's event stream after what arrived so far."""
+
+    @abstractmethod
+    def _live_calls(self, items: Sequence[Mapping[str, str]]) -> list[LiveCall]:
+        """The listing as switch-neutral live calls."""
+
+    @abstractmethod
+    def _translate(self, item: object) -> list[Event]:
+        """The events of one protocol item."""
+
+    @abstractmethod
+    def _expire(self, now: float) -> list[Event]:
+        """Calls whose end events never came, finalised after the grace period."""
+
+    @abstractmethod
+    def tracked_calls(self) -> list[str]:
+        """Call ids the translator follows."""
+
+    @abstractmethod
+    def forget(self, call_id: str) -> None:
+        """Stop following a call the switch no longer has."""
+
+    @abstractmethod
+    def adopt(self, call: LiveCall) -> list[Event]:
+        """Follow (announce) a live call found in the listing."""
+
+    @abstractmethod
+    async def hangup(self, channel: str, cause: int = 16, reason: str = "") -> None:
+        """Cut one channel."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the client and the grace-period timer."""
+        self._tasks = [
+            asyncio.create_task(self._run_client(), name=f"{self.protocol}:{self.switch_id}"),
+            asyncio.create_task(
+                self._expire_loop(), name=f"{self.protocol}-expire:{self.switch_id}"
+            ),
+        ]
+
+    async def close(self) -> None:
+        """Stop the client, then the timer and any resync in flight."""
+        await self._close_client()
+        await _cancel(self._tasks)
+        self._tasks = []
+
+    # -- the event stream --------------------------------------------------------------
+
+    async def _on_item(self, item: object) -> None:
+        if isinstance(item, SwitchConnected):
+            self.connected = True
+            await self._handler(item)
+            if self._resync is not None:
+                task = asyncio.create_task(self._request_listing(), name=f"{self.protocol}-resync")
+                self._tasks = [t for t in self._tasks if not t.done()] + [task]
+            return
+        if isinstance(item, SwitchDisconnected):
+            self.connected = False
+            self._lost_at = wall_clock()
+            await self._handler(item)
+            return
+        payload = getattr(item, "payload", None)
+        if isinstance(payload, ResyncListing):
+            await self._apply_listing(payload)
+            return
+        self._before_translate(item)
+        async with self._lock:
+            for event in self._translate(item):
+                await self._handler(event)
+
+    def _before_translate(self, item: object) -> None:  # noqa: B027 - an optional hook
+        """A hook for work an item starts outside the stream (FreeSWITCH park holds)."""
+
+    async def _request_listing(self) -> None:
+        """List the live channels; the answer joins the event stream where it arrived."""
+        candidates = set(self.tracked_calls())
+        try:
+            items = await self._list_live()
+        except Exception as exc:
+            log.error("resync: cannot list channels", switch_id=self.switch_id, error=str(exc))
+            return
+        self._inject(ResyncListing(items, candidates))
+
+    async def _apply_listing(self, listing: ResyncListing) -> None:
+        if self._resync is None:
+            return
+        calls = self._live_calls(listing.items)
+        lost_at = self._lost_at or wall_clock()
+        async with self._lock:
+            await self._resync(self.switch_id, calls, self, lost_at, listing.candidates)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._expire_every)
+            async with self._lock:
+                for event in self._expire(time.time()):
+                    await self._handler(event)
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]] | Sequence[asyncio.Task[object]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
