@@ -101,5 +101,13 @@ class SwitchDisconnected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """An item a connector put in its client's event stream (``inject``), delivered to it
+    in its place among the switch's messages (resync listings)."""
+
+    payload: object
+
+
 CallEvent = CallStarted | CallAnswered | CallEnded
 Event = CallEvent | AgentLoggedIn | AgentLoggedOut | SwitchConnected | SwitchDisconnected

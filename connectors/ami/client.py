@@ -30,18 +30,9 @@ from connectors.ami.errors import (
     AMIError,
 )
 from connectors.ami.parser import AMIMessage
-from connectors.events import SwitchConnected, SwitchDisconnected
+from connectors.events import Marker, SwitchConnected, SwitchDisconnected
 
 log = structlog.get_logger(__name__)
-
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """An item the owner put in the event stream (``inject``), delivered in its place."""
-
-    payload: object
-
 
 ClientItem = AMIMessage | SwitchConnected | SwitchDisconnected | Marker
 Handler = Callable[[ClientItem], Awaitable[None]]

@@ -38,18 +38,9 @@ from connectors.esl.errors import (
     ESLProtocolError,
 )
 from connectors.esl.parser import ESLEvent, ESLFrame
-from connectors.events import SwitchConnected, SwitchDisconnected
+from connectors.events import Marker, SwitchConnected, SwitchDisconnected
 
 log = structlog.get_logger(__name__)
-
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """An item the owner put in the event stream (``inject``), delivered in its place."""
-
-    payload: object
-
 
 ClientItem = ESLEvent | SwitchConnected | SwitchDisconnected | Marker
 Handler = Callable[[ClientItem], Awaitable[None]]
