@@ -8,6 +8,11 @@ account to another deck is a plan change that applies from then on, never backwa
 A call that has no deck (it was never priced), whose deck or prefix is gone, or whose
 deck now bills another currency is skipped and counted, never refunded.
 
+Plans: a call of an account with a volume tier plan is skipped (reason ``tiered``: its
+discount depended on the month's usage when it ran, which is not stored yet); a call
+that used bundled minutes is re-priced with the same bundled seconds
+(``tariffs.bundles.split_call``): only its paid seconds change price.
+
 The rated call and its charge entries are never touched (the ledger is append-only).
 The difference ``new cost - effective cost`` goes in as an adjustment pair, like a
 charge's: the account ``-difference``, ``sys:revenue`` ``+difference``, kind
@@ -61,7 +66,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from balance.ledger import SYS_REVENUE
 from balance.live import LiveState, LiveStateError
 from storage.engine import insert_ignoring_conflicts, wrap_driver_errors
+from storage.plan_tables import tier_plans
 from storage.tables import accounts, ledger_entries, rated_calls, utcnow
+from tariffs.bundles import split_call
 from tariffs.money import MoneyError, format_money, to_micros
 from tariffs.rating import RatingError, call_cost
 
@@ -119,7 +126,9 @@ class CallToRerate:
     cost_micros: int
     currency: str
     deck: str
+    bundle_seconds: int  # billable seconds the call took from a bundle
     timezone: str  # the account's, for time bands ("UTC" when the account is gone)
+    tiered: bool = False  # the account has a volume tier plan
 
     @property
     def started_at(self) -> datetime:
@@ -155,7 +164,10 @@ def reprice(catalog: TariffCatalog, call: CallToRerate) -> Repriced | None:
         priced = catalog.price(call.deck, call.callee, call.started_at)
     if priced is None:
         return None
-    cost = call_cost(priced.info, priced.rate, call.billsec)
+    if call.bundle_seconds > 0:
+        cost = split_call(priced.info, priced.rate, call.billsec, call.bundle_seconds).cost
+    else:
+        cost = call_cost(priced.info, priced.rate, call.billsec)
     return Repriced(
         cost_micros=to_micros(cost),
         currency=priced.info.currency,
@@ -187,7 +199,7 @@ class RerateReport:
     examined: int
     changed: int  # adjustments written (or, in a dry run, that would be)
     unchanged: int
-    skipped: dict[str, int]  # reason (no_deck, no_rate, currency) -> calls
+    skipped: dict[str, int]  # reason (no_deck, tiered, no_rate, currency) -> calls
     raced: int  # another run adjusted the call first (a later run sees its adjustment)
     live_unsynced: int  # adjustments whose Redis update failed (fixed by the next rebuild)
     differences: tuple[AccountDifference, ...]  # by account, then currency
@@ -247,11 +259,14 @@ def _epoch_us(name: str, value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-_CALL_COLUMNS = tuple(rated_calls.c[f.name] for f in fields(CallToRerate) if f.name != "timezone")
+_CALL_COLUMNS = tuple(
+    rated_calls.c[f.name] for f in fields(CallToRerate) if f.name not in {"timezone", "tiered"}
+)
 
 
 def _call(row: Any) -> CallToRerate:
-    return CallToRerate(**{**row._mapping, "timezone": row.timezone or "UTC"})
+    values = {**row._mapping, "timezone": row.timezone or "UTC", "tiered": bool(row.tiered)}
+    return CallToRerate(**values)
 
 
 class Rerater:
@@ -325,8 +340,15 @@ class Rerater:
         self, since_us: int, until_us: int, account: str | None, deck: str | None
     ) -> Select[Any]:
         query = (
-            select(*_CALL_COLUMNS, accounts.c.timezone)
-            .select_from(rated_calls.outerjoin(accounts, accounts.c.id == rated_calls.c.account_id))
+            select(
+                *_CALL_COLUMNS,
+                accounts.c.timezone,
+                tier_plans.c.account_id.is_not(None).label("tiered"),
+            )
+            .select_from(
+                rated_calls.outerjoin(accounts, accounts.c.id == rated_calls.c.account_id)
+                .outerjoin(tier_plans, tier_plans.c.account_id == rated_calls.c.account_id)
+            )
             .where(
                 rated_calls.c.started_at_us >= since_us, rated_calls.c.started_at_us < until_us
             )
@@ -437,6 +459,8 @@ def _price(catalog: TariffCatalog, call: CallToRerate) -> tuple[str, Repriced | 
     """(skip reason, None) or ("", the new price)."""
     if not call.deck:
         return "no_deck", None
+    if call.tiered:  # its discount depended on the month's usage (no discount column yet)
+        return "tiered", None
     try:
         after = reprice(catalog, call)
     except (RatingError, MoneyError) as exc:

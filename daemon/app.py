@@ -20,9 +20,11 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance.accounts import AccountStore
+from balance.bundles import BundleBalances, BundleService
 from balance.ledger import Ledger
 from balance.live import AccountLimits, LiveState
 from balance.rated_calls import RatedCallWriter
+from balance.usage import TierService, UsageCounters, zones_of
 from connectors.live_calls import LiveCall
 from daemon.account_directory import AccountDirectory
 from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
@@ -115,6 +117,9 @@ class Daemon:
     live: LiveState | None = None
     routes: RouteSelector | None = None
     directory: AccountDirectory | None = None
+    tiers: TierService | None = None
+    bundles: BundleService | None = None
+    counters: UsageCounters | None = None
     connectors: list[SwitchConnector] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,6 +133,16 @@ class Daemon:
         ledger = Ledger(res.engine)
         self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
         count = await rebuild_live_state(account_store, ledger, live)
+        self.counters = counters = UsageCounters(res.redis)
+        self.tiers = tiers = TierService(res.engine, counters)
+        self.bundles = bundles = BundleService(
+            res.engine, BundleBalances(res.redis, lease_ttl=settings.redis.lease_ttl)
+        )
+        await tiers.reload()
+        await bundles.reload()
+        zones = zones_of(await account_store.list())
+        await tiers.rebuild(zones)
+        await bundles.rebuild(zones)
         catalog = await load_catalog(DeckStore(res.engine))
         self.directory = directory = AccountDirectory(account_store)
         await directory.load()
@@ -144,12 +159,17 @@ class Daemon:
                 default_rate_deck=auth.default_rate_deck,
             ),
             routes=routes,
+            tiers=tiers,
+            bundles=bundles,
         )
         self.settler = settler = Settler(
             RatedCallWriter(res.engine),
             live,
             batch_size=settings.database.batch_size,
             batch_delay=settings.database.batch_delay_ms / 1000,
+            tiers=tiers,
+            bundles=bundles,
+            timezone_of=service.timezone,
         )
         settler.start()
         controls: dict[str, SwitchControl] = {}
@@ -160,6 +180,7 @@ class Daemon:
             controls=controls,
             debit_interval=auth.debit_interval,
             authorize_unknown_calls=auth.unauthorized_calls == "authorize",
+            bundles=bundles,
         )
         default_switch = settings.switches[0].id if settings.switches else "default"
         peers = {peer: sw.id for sw in settings.switches for peer in sw.agi_peers}
@@ -233,7 +254,7 @@ class Daemon:
         return resync
 
     async def reload(self) -> None:
-        """Re-read accounts, rate decks, carriers and margin guards from SQL (SIGHUP).
+        """Re-read accounts, rate decks, carriers, margin guards and plans from SQL (SIGHUP).
 
         Each is read and indexed before it is swapped in; a failure keeps what was
         loaded. Live calls keep the price they started with.
@@ -246,6 +267,10 @@ class Daemon:
                 await self.routes.reload()
             if self.directory is not None:
                 await self.directory.load()
+            if self.tiers is not None:
+                await self.tiers.reload()
+            if self.bundles is not None:
+                await self.bundles.reload()
         except Exception:
             log.exception("reload failed; the previous configuration stays in force")
             return
@@ -267,6 +292,10 @@ class Daemon:
             await self.sessions.close()
         if self.settler is not None:
             await self.settler.close()
+        if self.counters is not None:
+            await self.counters.aclose()
+        if self.bundles is not None:
+            await self.bundles.balances.aclose()
         if self.resources is not None:
             await self.resources.close()
         self._stopped.set()

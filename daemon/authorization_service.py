@@ -9,6 +9,12 @@ price of an allowed call is kept for the session manager
 (:meth:`AuthorizationService.priced_call`). Denials carry a stable ``Reason``; nothing
 here raises for a business denial. The reservation key is ``<switch_id>:<call_id>``;
 the session manager finds it again when the switch reports the call.
+
+Plans (``balance.usage``, ``balance.bundles``): after LCR, an account with a volume tier
+plan gets the tier schedule of its usage this month, and a call covered by one of its
+bundles first holds bundled seconds (one slice, as a lease), then reserves only the
+money the rest of the slice costs. Both apply to the customer's retail price only. An
+account without plans never reaches them: no extra Redis round trip, no SQL.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from decimal import Decimal
 import structlog
 
 from balance.accounts import Account
+from balance.bundles import BundleCover, BundleGrant, BundleService
 from balance.live import LiveState
+from balance.usage import TierService
 from daemon.account_directory import AccountDirectory
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
 from daemon.lcr_service import RouteSelector
 from daemon.reseller_chain import ResellerChains
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
+from tariffs.bundles import CallTerms, bundle_seconds_for, terms_cost, terms_max_usage
 from tariffs.deck import DeckInfo, Rate
 from tariffs.money import from_micros, to_micros
 from tariffs.rating import call_cost, max_usage
@@ -83,8 +92,13 @@ class AuthorizationService:
         live: LiveState,
         policy: AuthorizationPolicy,
         routes: RouteSelector | None = None,
+        *,
+        tiers: TierService | None = None,
+        bundles: BundleService | None = None,
     ) -> None:
         self._accounts = accounts
+        self._tiers = tiers
+        self._bundles = bundles
         self._catalog = catalog
         self._live = live
         self._policy = policy
@@ -123,7 +137,22 @@ class AuthorizationService:
         if priced is not None and account.parent_id is not None:
             # the reseller chain's wholesale prices (retail only when a reseller lost its rate)
             priced = await self._chains.attach(account, callee, priced, at) or priced
+        plan = None if self._tiers is None else self._tiers.plan_for(account.id)
+        if priced is not None and plan is not None and self._tiers is not None:
+            # a call nobody authorized holds no bundle; its tier is that of its start
+            usage = await self._tiers.usage_at(account.id, at or _now(), account.timezone)
+            priced = dataclasses.replace(priced, terms=CallTerms.of(plan, usage))
         return priced
+
+    @property
+    def bundles(self) -> BundleService | None:
+        """The bundled-minutes service (None: bundles are not wired)."""
+        return self._bundles
+
+    async def timezone(self, account_id: str) -> str:
+        """The account's time zone (its plan periods are months there); UTC when unknown."""
+        account = await self._accounts.get(account_id) if account_id else None
+        return account.timezone if account is not None else "UTC"
 
     def _price(
         self, account: Account, callee: str, at: datetime | None
@@ -171,16 +200,39 @@ class AuthorizationService:
             if selection.denied is not None:
                 return AuthorizationDecision.deny(selection.denied)
             priced = dataclasses.replace(priced, selection=selection)
+        priced = await self._with_plans(account, request.callee, priced)
         if priced.chain:  # every account of the reseller chain reserves (daemon.reseller_chain)
-            key = reservation_key(request.switch_id, request.call_id)
-            decision = await self._chains.reserve(request.account, key, priced)
+            decision, priced = await self._reserve_chain(request, priced)
         else:
-            decision = await self._reserve(request, priced)
+            decision, priced = await self._reserve(request, priced)
         if decision.allowed:
             self._remember(reservation_key(request.switch_id, request.call_id), priced)
             if priced.selection is not None and priced.selection.routes:
                 decision = dataclasses.replace(decision, routes=priced.selection.routes)
         return decision
+
+    async def _with_plans(
+        self, account: Account, callee: str, priced: PricedDestination
+    ) -> PricedDestination:
+        """``priced`` with the account's tier schedule and covering bundle, if it has any."""
+        plan = None if self._tiers is None else self._tiers.plan_for(account.id)
+        bundles = self._bundles
+        if plan is None and bundles is None:
+            return priced
+        now, tz = _now(), account.timezone
+        try:
+            cover = None if bundles is None else bundles.cover(account.id, callee, now, tz)
+            if plan is None and cover is None:
+                return priced
+            usage = None
+            if plan is not None and self._tiers is not None:
+                usage = await self._tiers.usage_at(account.id, now, tz)
+        except ValueError as exc:  # an unknown time zone: the plan periods of UTC
+            log.warning("bad account time zone", account=account.id, error=str(exc))
+            return await self._with_plans(dataclasses.replace(account, timezone="UTC"),
+                                          callee, priced)  # fmt: skip
+        terms = CallTerms.of(plan) if usage is None else CallTerms.of(plan, usage)
+        return dataclasses.replace(priced, terms=terms, bundle=cover)
 
     def _remember(self, key: str, priced: PricedDestination) -> None:
         calls = self._priced_calls
@@ -188,33 +240,101 @@ class AuthorizationService:
         if len(calls) > PRICED_CALLS_KEPT:
             del calls[next(iter(calls))]  # the oldest authorization
 
+    async def _reserve_chain(
+        self, request: AuthorizationRequest, priced: PricedDestination
+    ) -> tuple[AuthorizationDecision, PricedDestination]:
+        """Every level of the chain reserves; a covered call holds its bundle first.
+
+        The chain reserves the customer's first slice at the plain retail price (a bundle
+        or a tier only lowers it): more money held than needed, never less.
+        """
+        key = reservation_key(request.switch_id, request.call_id)
+        cover = priced.bundle
+        if cover is not None:
+            grant = await self._hold_bundle(request.account, cover, key, priced.rate)
+            priced = dataclasses.replace(priced, terms=priced.terms.holding(grant.held_seconds))
+        decision = await self._chains.reserve(request.account, key, priced)
+        if not decision.allowed and cover is not None:
+            await self._release_bundle(request.account, cover, key)
+        return decision, priced
+
     async def _reserve(
         self, request: AuthorizationRequest, priced: PricedDestination
-    ) -> AuthorizationDecision:
+    ) -> tuple[AuthorizationDecision, PricedDestination]:
         key = reservation_key(request.switch_id, request.call_id)
-        first_slice, first_increment = _slice_costs(
-            priced.info, priced.rate, self._policy.debit_interval
+        account_id, cover = request.account, priced.bundle
+        if cover is None and priced.terms.plain:  # today's path: no plan, no extra work
+            first_slice, first_increment = _slice_costs(
+                priced.info, priced.rate, self._policy.debit_interval
+            )
+            decision = await self._reserve_money(
+                account_id, key, priced, first_slice, first_increment, priced.terms
+            )
+            return decision, priced
+        terms, reachable = priced.terms, priced.terms
+        if cover is not None:
+            grant = await self._hold_bundle(account_id, cover, key, priced.rate)
+            terms = terms.holding(grant.held_seconds)
+            reachable = terms.holding(grant.held_seconds + max(grant.available_seconds, 0))
+            priced = dataclasses.replace(priced, terms=terms)
+        first_slice = to_micros(
+            terms_cost(priced.info, priced.rate, self._policy.debit_interval, terms)
         )
-        result = await self._live.reserve(request.account, key, first_slice)
+        first_increment = to_micros(terms_cost(priced.info, priced.rate, 1, terms))
+        decision = await self._reserve_money(
+            account_id, key, priced, first_slice, first_increment, reachable
+        )
+        if not decision.allowed and cover is not None:
+            await self._release_bundle(account_id, cover, key)
+        return decision, priced
+
+    async def _hold_bundle(
+        self, account_id: str, cover: BundleCover, key: str, rate: Rate
+    ) -> BundleGrant:
+        """Hold the first slice's bundled seconds (what is left of them when fewer)."""
+        assert self._bundles is not None
+        total = bundle_seconds_for(rate, self._policy.debit_interval)
+        return await self._bundles.reserve(account_id, cover, key, total)
+
+    async def _release_bundle(self, account_id: str, cover: BundleCover, key: str) -> None:
+        if self._bundles is not None:
+            await self._bundles.release(account_id, cover, key)
+
+    async def _reserve_money(
+        self,
+        account_id: str,
+        key: str,
+        priced: PricedDestination,
+        first_slice: int,
+        first_increment: int,
+        reachable: CallTerms,
+    ) -> AuthorizationDecision:
+        """Reserve the first slice's money; max_usage from the credit (and bundle) it can use."""
+        result = await self._live.reserve(account_id, key, first_slice)
         if not result.ok and result.reason == "INSUFFICIENT_CREDIT":
             # Less than a whole slice is left: a shorter call is still affordable when
             # the remaining credit pays for at least the first increment.
             remaining = result.available_micros
             if remaining >= first_increment and remaining > 0:
-                result = await self._live.reserve(request.account, key, remaining)
+                result = await self._live.reserve(account_id, key, remaining)
         if not result.ok:
             return AuthorizationDecision.deny(
                 _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
             )
         credit = from_micros(result.reserved_micros + max(result.available_micros, 0))
-        seconds = max_usage(priced.info, priced.rate, credit, limit=self._policy.max_call_duration)
+        limit = self._policy.max_call_duration
+        if reachable.plain:
+            seconds = max_usage(priced.info, priced.rate, credit, limit=limit)
+        else:
+            seconds = terms_max_usage(priced.info, priced.rate, credit, reachable, limit=limit)
         if seconds <= 0:
-            await self._live.release(request.account, key)
+            await self._live.release(account_id, key)
             return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)
+        terms = priced.terms
         return AuthorizationDecision(
             allowed=True,
             reason=Reason.OK,
             max_usage=seconds,
-            rate=priced.rate.rate,
+            rate=priced.rate.rate if terms.plain else terms.start_rate(priced.rate).rate,
             destination=priced.rate.destination,
         )

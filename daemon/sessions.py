@@ -10,6 +10,12 @@ On end the call is rated by the pure engine and handed to the settler (SQL, then
 A call keeps ONE price from start to end: the one its authorization used (taken from the
 authorizer on answer), else the rate in force at the call's start time; a deck replaced
 while the call runs never changes it (the next call gets the new deck).
+
+Plans: a call priced with a bundle (``PricedDestination.bundle``) extends its hold on the
+bundle with every slice, before money, until the bundle is used up; the money it needs
+is then priced under its terms (tier schedule + bundled seconds held). At the end it is
+rated under the same terms and records the bundle and the seconds it used. A call with
+plain terms takes exactly the path it took before plans existed.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 import structlog
 
+from balance.bundles import BundleService
 from balance.live import LiveState
 from balance.rated_calls import RatedCallRecord
 from connectors.events import CallAnswered, CallEnded, CallStarted, Event
@@ -33,6 +40,7 @@ from daemon.lcr_service import CarrierCharge
 from daemon.reseller_chain import ChainHold, chain_charges
 from daemon.settlement import Settlement, Settler
 from daemon.tariff_catalog import PricedDestination
+from tariffs.bundles import bundle_seconds_for, price_call, terms_cost, terms_max_usage
 from tariffs.money import from_micros, to_micros
 from tariffs.rating import billable_seconds, call_cost, max_usage
 
@@ -70,6 +78,8 @@ class CallSession:
     answered_clock: float = 0.0
     cut_reason: str = ""
     chain_hold: ChainHold | None = None  # the reseller levels' reservations (if a chain)
+    bundle_held: int = 0  # bundled seconds the call holds (its priced bundle's lease)
+    bundle_exhausted: bool = False  # the bundle gave less than asked: the rest is money
     debit_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -98,8 +108,10 @@ class SessionManager:
         debit_interval: int,
         authorize_unknown_calls: bool = True,
         clock: Callable[[], float] | None = None,
+        bundles: BundleService | None = None,
     ) -> None:
         self._authorizer = authorizer
+        self._bundles = bundles
         self._live = live
         self._settler = settler
         self._controls = controls
@@ -231,10 +243,14 @@ class SessionManager:
                 await self._cut(session, decision.reason.value)
                 return
             session.reservation_key = reservation_key(session.switch_id, session.call_id)
-            self._authorizer.priced_call(session.reservation_key)  # priced at start above
+            kept = self._authorizer.priced_call(session.reservation_key)  # priced at start above
+            if kept is not None and session.priced is not None:  # but its plans as authorized
+                session.priced = replace(session.priced, terms=kept.terms, bundle=kept.bundle)
             session.reserved_micros = await self._reserved(session.account, session.reservation_key)
         else:
             return
+        if session.priced is not None and session.priced.bundle is not None:
+            await self._hold_bundle(session, session.priced, self._debit_interval)
         if session.priced is not None and session.priced.chain:
             session.chain_hold = await ChainHold.load(
                 self._live, session.priced.chain, session.reservation_key
@@ -287,18 +303,44 @@ class SessionManager:
             except Exception:
                 log.exception("debit loop failed")
 
+    async def _hold_bundle(
+        self, session: CallSession, priced: PricedDestination, seconds: int
+    ) -> None:
+        """Hold the bundled seconds that cover the first ``seconds`` (idempotent)."""
+        cover = priced.bundle
+        if self._bundles is None or cover is None or session.bundle_exhausted:
+            return
+        total = bundle_seconds_for(priced.rate, seconds)
+        if total <= session.bundle_held and session.bundle_held > 0:
+            return
+        grant = await self._bundles.reserve(
+            session.account, cover, session.reservation_key, total
+        )
+        session.bundle_held = grant.held_seconds
+        session.bundle_exhausted = not grant.ok
+
     async def _extend_to(
         self, session: CallSession, priced: PricedDestination, seconds: int
     ) -> int:
         """Reserve enough for ``seconds`` of talk; return how many seconds are covered."""
-        needed = to_micros(call_cost(priced.info, priced.rate, Decimal(seconds)))
+        if priced.bundle is not None:  # bundled seconds first, then money for the rest
+            await self._hold_bundle(session, priced, seconds)
+        terms = priced.terms.holding(session.bundle_held)
+        if terms.plain:
+            needed = to_micros(call_cost(priced.info, priced.rate, Decimal(seconds)))
+        else:
+            needed = to_micros(terms_cost(priced.info, priced.rate, seconds, terms))
         if needed > session.reserved_micros:
             result = await self._live.extend(
                 session.account, session.reservation_key, needed - session.reserved_micros
             )
             if result.reason != "UNKNOWN_CALL":  # a partial grant still counts
                 session.reserved_micros = result.reserved_micros
-        covered = max_usage(priced.info, priced.rate, from_micros(session.reserved_micros))
+        credit = from_micros(session.reserved_micros)
+        if terms.plain:
+            covered = max_usage(priced.info, priced.rate, credit)
+        else:
+            covered = terms_max_usage(priced.info, priced.rate, credit, terms)
         if session.chain_hold is not None:  # every reseller level must pay as well
             chain_covered = await session.chain_hold.extend_to(self._live, seconds)
             if chain_covered is not None:
@@ -335,8 +377,15 @@ class SessionManager:
                 account, event.callee, _moment(event.started_at)
             )
         currency = await self._authorizer.currency(account) if priced is None else ""
-        record = self._rate(event, account, priced, currency)
-        self._settler.submit(Settlement(record=record, reservation_key=key))
+        held = session.bundle_held if session and session.priced else None
+        record = self._rate(event, account, priced, currency, held)
+        self._settler.submit(
+            Settlement(
+                record=record,
+                reservation_key=key,
+                bundle_period=priced.bundle.period if priced and priced.bundle else "",
+            )
+        )
         log.info(
             "call ended",
             answered=event.answered,
@@ -354,18 +403,35 @@ class SessionManager:
 
     @staticmethod
     def _rate(
-        event: CallEnded, account: str, priced: PricedDestination | None, currency: str
+        event: CallEnded,
+        account: str,
+        priced: PricedDestination | None,
+        currency: str,
+        bundle_held: int | None = None,
     ) -> RatedCallRecord:
+        """Rate a finished call; ``bundle_held``: its session's bundled seconds (None: the
+        seconds its authorization held)."""
         duration = event.billsec if event.answered else Decimal(0)
         charge = CarrierCharge()
+        bundle, bundle_seconds = "", 0
         if priced is None:
             cost, billable, deck, prefix, dest, rate = 0, 0, "", "", "", 0
         else:
-            cost = to_micros(call_cost(priced.info, priced.rate, duration))
-            billable = billable_seconds(priced.rate, duration)
             currency, deck = priced.info.currency, priced.info.name
             prefix, dest = priced.rate.prefix, priced.rate.destination
-            rate = to_micros(priced.rate.rate)
+            held = priced.terms.bundle_seconds if bundle_held is None else bundle_held
+            terms = priced.terms.holding(held if priced.bundle is not None else 0)
+            if terms.plain:
+                cost = to_micros(call_cost(priced.info, priced.rate, duration))
+                billable = billable_seconds(priced.rate, duration)
+                rate = to_micros(priced.rate.rate)
+            else:
+                price = price_call(priced.info, priced.rate, duration, terms)
+                cost, billable = to_micros(price.cost), price.billable_seconds
+                rate = to_micros(terms.start_rate(priced.rate).rate)
+                bundle_seconds = price.bundle_seconds
+            if priced.bundle is not None and held > 0:  # an unused hold is dropped by name
+                bundle = priced.bundle.bundle.name
             if priced.selection is not None and event.answered:
                 charge = priced.selection.carrier_charge(cost, duration)
         return RatedCallRecord(
@@ -391,6 +457,8 @@ class SessionManager:
             buy_cost_micros=charge.buy_cost_micros,
             margin_micros=charge.margin_micros,
             chain=chain_charges(priced, duration),
+            bundle=bundle,
+            bundle_seconds=bundle_seconds,
         )
 
     async def close(self) -> None:

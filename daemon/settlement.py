@@ -4,7 +4,10 @@ One SQL transaction carries many calls (``RatedCallWriter.write``). Only a call 
 transaction newly wrote debits the hot balance in Redis; a duplicate (the same call seen
 again, after a reconnect or a restart) only releases what it still holds. A failed write
 is retried with backoff: nothing is dropped. A call under a reseller chain settles every
-level's reservation at its own cost (``daemon.reseller_chain.settle_chain``). ``close()``
+level's reservation at its own cost (``daemon.reseller_chain.settle_chain``). A call
+of an account with plans is then counted in its month's tier usage and settles the
+bundled seconds it used, once per call (as ``balance.bundles.settle_call_plans``, in the
+period the seconds were held in); a call without plans does none of it. ``close()``
 drains the queue, shielded from cancellation, so that SIGTERM never loses a started
 settlement.
 """
@@ -12,13 +15,15 @@ settlement.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from balance.bundles import BundleService
 from balance.live import LiveState
 from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
+from balance.usage import TierService, call_period
 from daemon.reseller_chain import settle_chain
 
 log = structlog.get_logger(__name__)
@@ -26,10 +31,15 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """One finished call to write: its rated record and the reservation it held."""
+    """One finished call to write: its rated record and the reservation it held.
+
+    ``bundle_period``: the period its bundled seconds were held in (the authorization's
+    month; '' = the month of the call's start).
+    """
 
     record: RatedCallRecord
     reservation_key: str
+    bundle_period: str = ""
 
 
 class Settler:
@@ -43,8 +53,14 @@ class Settler:
         batch_size: int = 500,
         batch_delay: float = 0.02,
         on_written: Callable[[RatedCallRecord, bool], None] | None = None,
+        tiers: TierService | None = None,
+        bundles: BundleService | None = None,
+        timezone_of: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self._writer = writer
+        self._tiers = tiers
+        self._bundles = bundles
+        self._timezone_of = timezone_of
         self._live = live
         self._batch_size = batch_size
         self._batch_delay = batch_delay
@@ -160,6 +176,15 @@ class Settler:
                     account=record.account_id,
                     error=str(exc),
                 )
+            try:
+                await self._settle_plans(item, is_new)
+            except Exception as exc:  # SQL is the truth: the next start rebuilds from it
+                log.error(
+                    "plan settle failed",
+                    call_id=record.call_id,
+                    account=record.account_id,
+                    error=str(exc),
+                )
             if self._on_written is not None:
                 self._on_written(record, is_new)
             if is_new:
@@ -174,3 +199,23 @@ class Settler:
                 log.info(
                     "duplicate call ignored", call_id=record.call_id, account=record.account_id
                 )
+
+    async def _settle_plans(self, item: Settlement, is_new: bool) -> None:
+        """Tier usage and bundled seconds of one written call (nothing without plans)."""
+        record = item.record
+        tiers, bundles = self._tiers, self._bundles
+        counted = tiers is not None and is_new and tiers.plan_for(record.account_id) is not None
+        if not counted and not (bundles is not None and record.bundle):
+            return
+        tz = "UTC" if self._timezone_of is None else await self._timezone_of(record.account_id)
+        if counted and tiers is not None:
+            await tiers.count(record, tz)
+        if bundles is not None and record.bundle:
+            period = item.bundle_period or call_period(record, tz)
+            balances, key = bundles.balances, item.reservation_key
+            if is_new:
+                await balances.settle(
+                    record.account_id, record.bundle, period, key, record.bundle_seconds
+                )
+            else:
+                await balances.release(record.account_id, record.bundle, period, key)

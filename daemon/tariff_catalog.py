@@ -19,14 +19,19 @@ from typing import TYPE_CHECKING
 import structlog
 
 from storage.decks import DeckStore
+from tariffs.bundles import CallTerms
 from tariffs.deck import DeckInfo, Rate
 from tariffs.ratedeck import RateDeck
 
 if TYPE_CHECKING:
+    from balance.bundles import BundleCover
     from daemon.lcr_service import RouteSelection
     from daemon.reseller_chain import ChainLevel
 
 log = structlog.get_logger(__name__)
+
+PLAIN_TERMS = CallTerms()
+"""The terms of a call priced exactly as its rate says (no tier, no bundle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +42,17 @@ class PricedDestination:
     prices), kept with the price so the rated call records its carrier, buy cost and margin.
     ``chain`` is the reseller levels above the account with their wholesale prices
     (``daemon.reseller_chain``; empty: no reseller chain).
+    ``terms`` is what the customer's retail price depends on besides the rate (its volume
+    tier schedule, the bundled seconds held at authorization; plain: none) and ``bundle``
+    the bundle whose minutes the call draws first (``balance.bundles``; None: money only).
     """
 
     info: DeckInfo
     rate: Rate
     selection: RouteSelection | None = None
     chain: tuple[ChainLevel, ...] = ()
+    terms: CallTerms = PLAIN_TERMS
+    bundle: BundleCover | None = None
 
 
 class TariffCatalog:

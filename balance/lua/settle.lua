@@ -14,7 +14,7 @@ local held = redis.call('HGET', calls, call_key)
 if held then
   redis.call('HDEL', calls, call_key)
   redis.call('ZREM', leases, call_key)
-  if known then
+  if known and tonumber(held) ~= 0 then  -- HINCRBY refuses "-0"
     redis.call('HINCRBY', account, 'reserved', -tonumber(held))
   end
 end

@@ -175,6 +175,21 @@ async def test_given_expired_lease_when_next_reserve_then_its_credit_is_released
     await live.aclose()
 
 
+async def test_given_call_holding_nothing_when_settled_then_debited_and_slot_freed(
+    live: LiveState,
+) -> None:
+    # a call on bundled minutes holds 0 micro-units (HINCRBY refuses "-0": the script
+    # must skip it, not abort after setting its settled marker)
+    account = await active(live, 10 * SLICE)
+    assert (await live.reserve(account, "call-0", 0)).ok
+
+    assert await live.settle(account, "call-0", 1234)
+
+    snap = await live.snapshot(account)
+    assert snap is not None
+    assert (snap.balance_micros, snap.reserved_micros, snap.calls) == (10 * SLICE - 1234, 0, {})
+
+
 async def test_given_call_when_settled_twice_then_debited_once_with_overrun(
     live: LiveState,
 ) -> None:
