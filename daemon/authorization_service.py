@@ -195,8 +195,14 @@ class AuthorizationService:
         if priced is None:
             return AuthorizationDecision.deny(Reason.NO_RATE)
         if self._routes is not None:
-            # LCR before Redis: a MARGIN_GUARD denial reserves nothing
-            selection = self._routes.select(account.id, request.callee, priced, _now())
+            # LCR before Redis: a MARGIN_GUARD denial reserves nothing. The margin is the
+            # platform's: under a reseller chain the platform sells at the top level's
+            # wholesale price, not at the customer's retail one.
+            top = priced.chain[-1] if priced.chain else None
+            platform_sell = (
+                priced if top is None else PricedDestination(info=top.info, rate=top.rate)
+            )
+            selection = self._routes.select(account.id, request.callee, platform_sell, _now())
             if selection.denied is not None:
                 return AuthorizationDecision.deny(selection.denied)
             priced = dataclasses.replace(priced, selection=selection)

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
+from balance.accounts import Account, AccountStore
+from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.settings import Settings
 from daemon.simulator.asterisk import CallPlan, SimulatedAsterisk
@@ -150,3 +152,42 @@ async def test_given_guard_no_carrier_meets_when_authorized_then_margin_guard_an
 
     assert (answer["result"], answer["reason"]) == ("DENY", "MARGIN_GUARD")
     assert snap is not None and snap.reserved_micros == 0 and not snap.calls
+
+
+async def test_given_reseller_chain_when_guarded_then_margin_is_the_platforms_not_retail(
+    sql_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # the customer buys at 0.60/min retail (harness deck) from its reseller, who buys at
+    # 0.40/min wholesale from the platform; carriers cost 0.30 / 0.45 / 0.70. With a
+    # 0.05/min guard on the reseller's customers, measured against retail (0.60) cheap
+    # (0.30) and dear (0.15) would both pass; the platform earns 0.40 - buy, so only
+    # cheap (0.10) does.
+    reseller, customer = f"res-{unique_switch_id()}", f"cust-{unique_switch_id()}"
+    settings = make_settings(
+        tmp_path, sql_url, redis_url, switch_id=unique_switch_id(), ami_port=1
+    )
+    await provision(settings, {reseller: Decimal("10")})
+    res = await open_resources(settings, migrate=False)
+    try:
+        wholesale = DeckInfo(name="wholesale", currency="USD", rounding=Rounding.UP, decimals=6)
+        rate = Rate("1", "North America", Decimal("0.40"), Decimal(0), 1, 1, 0)
+        await DeckStore(res.engine).replace(wholesale, [rate])
+        store = AccountStore(res.engine)
+        await store.update(reseller, rate_deck="wholesale")
+        await store.create(Account(id=customer, rate_deck="retail", parent_id=reseller))
+        await Ledger(res.engine).topup(customer, Decimal("10"), f"t-{customer}")
+    finally:
+        await res.close()
+    await _setup_carriers(settings)
+    res = await open_resources(settings, migrate=False)
+    try:
+        await CarrierStore(res.engine).set_guard(
+            GuardScope.RESELLER, reseller, MarginGuard(min_margin=Decimal("0.05"))
+        )
+    finally:
+        await res.close()
+    async with running_daemon(settings) as daemon:
+        answer = await _authorize(daemon, customer, "15551230004")
+
+    assert answer["result"] == "ALLOW"
+    assert _routes(answer) == [("cheap", "PJSIP/15551230004@cheap", "0.300000")]
