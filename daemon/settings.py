@@ -265,6 +265,17 @@ class Settings(BaseSettings):
     def _expand_state_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @model_validator(mode="after")
+    def _leases_outlive_debits(self) -> Settings:
+        lease, interval = self.redis.lease_ttl, self.authorization.debit_interval
+        if lease < 2 * interval:
+            raise ValueError(
+                f"redis.lease_ttl ({lease} s) must be at least twice "
+                f"authorization.debit_interval ({interval} s): a live call's reservation "
+                "would expire between two debits and its credit be handed out again"
+            )
+        return self
+
     @field_validator("switches")
     @classmethod
     def _unique_switches(cls, switches: list[SwitchSettings]) -> list[SwitchSettings]:

@@ -339,3 +339,17 @@ def test_given_no_systemd_dir_when_resolving_state_dir_then_system_then_xdg_then
     assert default_state_dir(home, system_dir=unusable) == (
         tmp_path / "home" / ".local" / "state" / "ratekeeper"
     )
+
+
+def test_given_leases_shorter_than_two_debits_when_loaded_then_both_keys_are_named(
+    tmp_path: Path, environ: dict[str, str], no_default: Path
+) -> None:
+    path = write(tmp_path, "[redis]\nlease_ttl = 59\n[authorization]\ndebit_interval = 30\n")
+
+    problems = problems_of(path, environ, no_default)
+
+    assert len(problems) == 1
+    assert "redis.lease_ttl (59 s)" in problems[0]
+    assert "authorization.debit_interval (30 s)" in problems[0]
+    ok = write(tmp_path, "[redis]\nlease_ttl = 60\n[authorization]\ndebit_interval = 30\n")
+    assert load_settings(ok, environ=environ, default_path=no_default).redis.lease_ttl == 60
