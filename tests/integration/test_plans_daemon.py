@@ -352,3 +352,52 @@ async def test_given_plan_calls_when_rerated_then_bundled_seconds_kept_and_tiere
     assert reports[0].changed == 1
     assert reports[0].differences[0].difference_micros == 15 * PER_SECOND
     assert reports[1].changed == 0 and reports[1].skipped == {"tiered": 1}
+
+
+async def test_given_live_call_when_debit_loop_runs_then_bundle_then_money_within_one_increment(
+    sql_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # debit every second: a 3 s bundle is used up by the loop, then money takes over;
+    # the call's holds grow in real time and never pass what is left (I1 on minutes)
+    account, name = f"{RUN}-{uuid.uuid4().hex[:8]}", f"rt-{uuid.uuid4().hex[:8]}"
+    base = _settings(tmp_path, sql_url, redis_url)
+    settings = base.model_copy(
+        update={"authorization": base.authorization.model_copy(update={"debit_interval": 1})}
+    )
+    await _provision(settings, account, "10")
+    res = await open_resources(settings, migrate=False)
+    try:
+        await BundleStore(res.engine).create(Bundle(name, 3, ("44",)))
+        await BundleStore(res.engine).assign(account, name)
+    finally:
+        await res.close()
+    switch_id = f"pbx-{uuid.uuid4().hex[:8]}"
+
+    async with running_daemon(settings) as daemon:
+        calls = Calls(daemon, account, switch_id)
+        assert (await calls.authorize("live")).allowed
+        sessions, bundles, live = daemon.sessions, daemon.bundles, daemon.live
+        assert sessions is not None and bundles is not None and live is not None
+        cover = bundles.cover(account, CALLEE)
+        assert cover is not None
+        common = dict(switch_id=switch_id, call_id="live", leg_id="live",
+                      channel="SIP/live", account=account)  # fmt: skip
+        await sessions.handle(CallStarted(**common, caller="1000", callee=CALLEE, at=calls.start))
+        await sessions.handle(CallAnswered(**common, at=calls.start + 1))
+        samples = []
+        for _ in range(12):  # ~6 s of talk
+            state = await bundles.balances.snapshot(account, name, cover.period)
+            money = await live.snapshot(account)
+            assert state is not None and money is not None
+            samples.append((state.reserved + state.used, money.calls.get(f"{switch_id}:live", 0)))
+            await asyncio.sleep(0.5)
+        await sessions.handle(calls.ended("live", 6))
+        await calls.settled()
+        row = (await calls.rows())["live"]
+        after = await bundles.balances.snapshot(account, name, cover.period)
+
+    assert all(minutes <= 3 for minutes, _ in samples)  # never past the bundle
+    assert samples[-1][0] == 3 and samples[-1][1] > 0  # used up, then money held
+    assert (row["bundle"], row["bundle_seconds"]) == (name, 3)
+    assert row["cost_micros"] == 3 * PER_SECOND  # 6 s billed: 3 bundled, 3 paid
+    assert after is not None and (after.used, after.reserved, after.calls) == (3, 0, {})
