@@ -101,6 +101,9 @@ class RatedCallRecord:
     margin_micros: int = 0  # cost_micros - buy_cost_micros (0 without a carrier)
     bundle: str = ""  # the bundle whose seconds the call used ('' = none)
     bundle_seconds: int = 0  # billable seconds taken from that bundle
+    # the tier counter's position (calls, or billable seconds for a minutes counter) the
+    # call's tier discount was computed from; None: the account had no tier plan
+    tier_usage: int | None = None
     # the reseller levels above the account and their wholesale costs (balance.chain_ledger);
     # not a column: written to rated_call_charges and to the call's ledger transaction
     chain: tuple[ChainCharge, ...] = ()
@@ -133,19 +136,25 @@ def _check(index: int, record: RatedCallRecord) -> None:
             raise bad(field, f"must be an int, got {value!r}")
     if len(record.currency) != 3:
         raise bad("currency", f"3 letters, got {record.currency!r}")
+    tier_usage = record.tier_usage
+    if tier_usage is not None and type(tier_usage) is not int:
+        raise bad("tier_usage", f"None or an int, got {tier_usage!r}")
     problem = chain_problem(record.chain)
     if problem is not None:
         raise bad(*problem)
 
 
-def _signature(answered: type) -> tuple[type, ...]:
+def _signature(answered: type, tier_usage: type) -> tuple[type, ...]:
     ints = {*_INTS, "rate_micros"}
-    return tuple(
-        answered if name == "answered_at_us" else int if name in ints else str for name in FIELDS
-    )
+    optional = {"answered_at_us": answered, "tier_usage": tier_usage}
+    return tuple(optional.get(name, int if name in ints else str) for name in FIELDS)
 
 
-_SIGNATURES = (_signature(int), _signature(type(None)))
+_SIGNATURES = frozenset(
+    _signature(answered, tier_usage)
+    for answered in (int, type(None))
+    for tier_usage in (int, type(None))
+)
 _SWITCH, _CALL, _ACCOUNT, _CURRENCY, _DECK, _PREFIX = (
     FIELDS.index(name)
     for name in ("switch_id", "call_id", "account_id", "currency", "deck", "prefix")
@@ -171,7 +180,7 @@ _values = attrgetter(*FIELDS)  # a record's column values, in FIELDS order
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError)
 
 _COLUMNS = ", ".join(FIELDS)
-_PG_TYPES = {"answered_at_us": "int8", "billable_seconds": "int4"}
+_PG_TYPES = {"answered_at_us": "int8", "billable_seconds": "int4", "tier_usage": "int8"}
 _PG_TYPES |= {name: "int8" for name in (*_INTS, "rate_micros") if name not in _PG_TYPES}
 _PG_STAGE = "rated_call_batch"
 _PG_CREATE_STAGE = (

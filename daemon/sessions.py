@@ -413,7 +413,7 @@ class SessionManager:
         seconds its authorization held)."""
         duration = event.billsec if event.answered else Decimal(0)
         charge = CarrierCharge()
-        bundle, bundle_seconds = "", 0
+        bundle, bundle_seconds, tier_usage = "", 0, None
         if priced is None:
             cost, billable, deck, prefix, dest, rate = 0, 0, "", "", "", 0
         else:
@@ -432,6 +432,9 @@ class SessionManager:
                 bundle_seconds = price.bundle_seconds
             if priced.bundle is not None and held > 0:  # an unused hold is dropped by name
                 bundle = priced.bundle.bundle.name
+            # the tier counter's position the terms were computed from (None: no tier plan),
+            # so a rerate can price the call at its tier again
+            tier_usage = priced.terms.tier_usage if priced.terms.discounts else None
             if priced.selection is not None and event.answered:
                 charge = priced.selection.carrier_charge(cost, duration)
         return RatedCallRecord(
@@ -459,6 +462,7 @@ class SessionManager:
             chain=chain_charges(priced, duration),
             bundle=bundle,
             bundle_seconds=bundle_seconds,
+            tier_usage=tier_usage,
         )
 
     async def close(self) -> None:

@@ -159,6 +159,8 @@ rated_calls = Table(
     # the bundle whose seconds the call used ('' = none) and how many (migration 0005)
     Column("bundle", String(64), nullable=False, default="", server_default=""),
     Column("bundle_seconds", BigInteger, nullable=False, default=0, server_default="0"),
+    # the tier counter's position the call was priced at; NULL: no tier plan (migration 0007)
+    Column("tier_usage", BigInteger, nullable=True),
     Column("rated_at", UTCDateTime, nullable=False),
     UniqueConstraint("switch_id", "call_id"),
     Index("ix_rated_calls_account_id_ended_at_us", "account_id", "ended_at_us"),

@@ -131,19 +131,23 @@ class CallTerms:
 
     ``discounts``: the tier schedule (``tariffs.tiers.discount_schedule``), empty without
     a tier plan; ``bundle_seconds``: the bundled seconds the call holds (its reservation
-    on the abstract balance; what it USES is capped at its billable seconds).
+    on the abstract balance; what it USES is capped at its billable seconds);
+    ``tier_usage``: the plan's counter the schedule was computed from (stored on the rated
+    call, so rerating prices it at the same tier).
     """
 
     discounts: tuple[tuple[int, int], ...] = ()
     bundle_seconds: int = 0
+    tier_usage: int | None = None  # the plan's counter when priced (None: no plan)
 
     @classmethod
     def of(
         cls, plan: TierPlan | None, usage: Usage = _NO_USAGE, bundle_seconds: int = 0
     ) -> CallTerms:
         """The terms of a call of an account with ``plan`` (or none) at ``usage``."""
-        discounts = () if plan is None else discount_schedule(plan, usage)
-        return cls(discounts, bundle_seconds)
+        if plan is None:
+            return cls((), bundle_seconds, None)
+        return cls(discount_schedule(plan, usage), bundle_seconds, plan.units(usage))
 
     def holding(self, bundle_seconds: int) -> CallTerms:
         """The same terms with the call now holding ``bundle_seconds``."""

@@ -314,11 +314,13 @@ async def test_given_account_without_plans_when_called_then_priced_as_before(
 
 
 
-async def test_given_plan_calls_when_rerated_then_bundled_seconds_kept_and_tiered_skipped(
+async def test_given_plan_calls_when_rerated_then_bundled_seconds_and_tier_kept(
     sql_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     """A 45 s call on a 30 s bundle paid 15 s (0.15); the deck doubles to 1.20/min: the
-    rerate charges 15 s more at 0.01 = +0.15. A tier account's call is skipped."""
+    rerate charges 15 s more at 0.01 = +0.15. A tier account's first call (below its
+    5-call tier, stored usage 0) paid 45 s at 0.01 = 0.45 and is re-priced at the same
+    tier position: 45 s at 0.02 = 0.90, +0.45."""
     bundled, tiered = f"{RUN}-{uuid.uuid4().hex[:8]}", f"{RUN}-{uuid.uuid4().hex[:8]}"
     name = f"uk-{uuid.uuid4().hex[:8]}"
     settings = _settings(tmp_path, sql_url, redis_url)
@@ -351,7 +353,8 @@ async def test_given_plan_calls_when_rerated_then_bundled_seconds_kept_and_tiere
         ]
     assert reports[0].changed == 1
     assert reports[0].differences[0].difference_micros == 15 * PER_SECOND
-    assert reports[1].changed == 0 and reports[1].skipped == {"tiered": 1}
+    assert reports[1].changed == 1 and reports[1].skipped == {}
+    assert reports[1].differences[0].difference_micros == 45 * PER_SECOND
 
 
 async def test_given_live_call_when_debit_loop_runs_then_bundle_then_money_within_one_increment(
