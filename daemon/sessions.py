@@ -435,8 +435,11 @@ class SessionManager:
             # the tier counter's position the terms were computed from (None: no tier plan),
             # so a rerate can price the call at its tier again
             tier_usage = priced.terms.tier_usage if priced.terms.discounts else None
-            if priced.selection is not None and event.answered:
-                charge = priced.selection.carrier_charge(cost, duration)
+        chain = chain_charges(priced, duration)
+        if priced is not None and priced.selection is not None and event.answered:
+            # the platform's margin: under a reseller chain it sells at the top level's price
+            platform_revenue = chain[-1].cost_micros if chain else cost
+            charge = priced.selection.carrier_charge(platform_revenue, duration)
         return RatedCallRecord(
             switch_id=event.switch_id,
             call_id=event.call_id,
@@ -459,7 +462,7 @@ class SessionManager:
             carrier=charge.carrier,
             buy_cost_micros=charge.buy_cost_micros,
             margin_micros=charge.margin_micros,
-            chain=chain_charges(priced, duration),
+            chain=chain,
             bundle=bundle,
             bundle_seconds=bundle_seconds,
             tier_usage=tier_usage,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
+from connectors.events import CallAnswered, CallEnded, CallStarted
 from daemon.app import Daemon, open_resources
 from daemon.settings import Settings
 from daemon.simulator.asterisk import CallPlan, SimulatedAsterisk
@@ -186,8 +187,39 @@ async def test_given_reseller_chain_when_guarded_then_margin_is_the_platforms_no
         )
     finally:
         await res.close()
+    switch = settings.switches[0].id  # the HTTP request names no switch: the default one
     async with running_daemon(settings) as daemon:
         answer = await _authorize(daemon, customer, "15551230004")
+        sessions, settler = daemon.sessions, daemon.settler
+        assert sessions is not None and settler is not None and daemon.resources is not None
+        ids = dict(switch_id=switch, call_id="15551230004", leg_id="15551230004",
+                   channel="PJSIP/x", account=customer)  # fmt: skip
+        await sessions.handle(
+            CallStarted(**ids, caller="1000", callee="15551230004", at=Decimal(1795600000))
+        )
+        await sessions.handle(CallAnswered(**ids, at=Decimal(1795600001)))
+        ended = CallEnded(
+            **ids,
+            caller="1000",
+            callee="15551230004",
+            answered=True,
+            started_at=Decimal(1795600000),
+            answered_at=Decimal(1795600001),
+            ended_at=Decimal(1795600061),
+            billsec=Decimal(60),
+            cause="16",
+            disposition="ANSWER",
+        )
+        await sessions.handle(ended)
+        await settler.wait_idle()
+        async with daemon.resources.engine.connect() as conn:
+            row = (
+                await conn.execute(select(rated_calls).where(rated_calls.c.account_id == customer))
+            ).one()
 
     assert answer["result"] == "ALLOW"
     assert _routes(answer) == [("cheap", "PJSIP/15551230004@cheap", "0.300000")]
+    # 60 s: the customer pays 0.60 retail, the platform earns 0.40 wholesale from the
+    # reseller and pays the carrier 0.30: the stored margin is the platform's, 0.10
+    assert (row.cost_micros, row.carrier, row.buy_cost_micros) == (600_000, "cheap", 300_000)
+    assert row.margin_micros == 100_000
