@@ -259,6 +259,15 @@ class LiveState:
         )
         return int(reply) == 1
 
+    async def reserved(self, account_id: str, call_key: str) -> int:
+        """Micro-units one call holds (0 when it holds no reservation): one field, where a
+        snapshot would read every live call of the tenant."""
+        account = _account_id(account_id)
+        reply = await self._run(
+            "reserved", [keys.calls_key(account)], [_key("call_key", call_key)]
+        )
+        return int(reply)
+
     async def snapshot(self, account_id: str) -> AccountSnapshot | None:
         """The account's hot state, or None when Redis holds none for it."""
         account = _account_id(account_id)

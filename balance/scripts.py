@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "load",
     "snapshot",
     "has_call",
+    "reserved",
 )
 
 Arg = str | int

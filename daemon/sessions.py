@@ -273,8 +273,7 @@ class SessionManager:
         return await self._authorizer.price(session.account, session.callee, started)
 
     async def _reserved(self, account: str, key: str) -> int:
-        snap = await self._live.snapshot(account)
-        return 0 if snap is None else snap.calls.get(key, 0)
+        return await self._live.reserved(account, key)
 
     async def _debit_loop(self, session: CallSession) -> None:
         priced = session.priced

@@ -175,6 +175,20 @@ async def test_given_expired_lease_when_next_reserve_then_its_credit_is_released
     await live.aclose()
 
 
+async def test_given_calls_when_reserved_read_then_each_call_its_own_amount(
+    live: LiveState,
+) -> None:
+    account = await active(live, 10 * SLICE)
+    assert (await live.reserve(account, "call-a", SLICE)).ok
+    assert (await live.reserve(account, "call-b", 2 * SLICE)).ok
+
+    amounts = [await live.reserved(account, c) for c in ("call-a", "call-b", "call-x")]
+
+    assert amounts == [SLICE, 2 * SLICE, 0]
+    await live.settle(account, "call-a", SLICE)
+    assert await live.reserved(account, "call-a") == 0
+
+
 async def test_given_call_holding_nothing_when_settled_then_debited_and_slot_freed(
     live: LiveState,
 ) -> None:
