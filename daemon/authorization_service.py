@@ -194,6 +194,7 @@ class AuthorizationService:
             priced = await self._chains.attach(account, request.callee, priced, None)
         if priced is None:
             return AuthorizationDecision.deny(Reason.NO_RATE)
+        now = _now()
         if self._routes is not None:
             # LCR before Redis: a MARGIN_GUARD denial reserves nothing. The margin is the
             # platform's: under a reseller chain the platform sells at the top level's
@@ -202,11 +203,12 @@ class AuthorizationService:
             platform_sell = (
                 priced if top is None else PricedDestination(info=top.info, rate=top.rate)
             )
-            selection = self._routes.select(account.id, request.callee, platform_sell, _now())
+            selection = self._routes.select(account.id, request.callee, platform_sell, now)
             if selection.denied is not None:
                 return AuthorizationDecision.deny(selection.denied)
-            priced = dataclasses.replace(priced, selection=selection)
-        priced = await self._with_plans(account, request.callee, priced)
+            if selection.ranked:  # no carrier for the number: nothing to keep
+                priced = dataclasses.replace(priced, selection=selection)
+        priced = await self._with_plans(account, request.callee, priced, now)
         if priced.chain:  # every account of the reseller chain reserves (daemon.reseller_chain)
             decision, priced = await self._reserve_chain(request, priced)
         else:
@@ -218,14 +220,14 @@ class AuthorizationService:
         return decision
 
     async def _with_plans(
-        self, account: Account, callee: str, priced: PricedDestination
+        self, account: Account, callee: str, priced: PricedDestination, now: datetime
     ) -> PricedDestination:
         """``priced`` with the account's tier schedule and covering bundle, if it has any."""
         plan = None if self._tiers is None else self._tiers.plan_for(account.id)
         bundles = self._bundles
         if plan is None and bundles is None:
             return priced
-        now, tz = _now(), account.timezone
+        tz = account.timezone
         try:
             cover = None if bundles is None else bundles.cover(account.id, callee, now, tz)
             if plan is None and cover is None:
@@ -236,7 +238,7 @@ class AuthorizationService:
         except ValueError as exc:  # an unknown time zone: the plan periods of UTC
             log.warning("bad account time zone", account=account.id, error=str(exc))
             return await self._with_plans(dataclasses.replace(account, timezone="UTC"),
-                                          callee, priced)  # fmt: skip
+                                          callee, priced, now)  # fmt: skip
         terms = CallTerms.of(plan) if usage is None else CallTerms.of(plan, usage)
         return dataclasses.replace(priced, terms=terms, bundle=cover)
 

@@ -48,10 +48,6 @@ class ParkControl(Protocol):
         """Transfer a channel."""
         ...
 
-    async def sched_hangup(self, uuid: str, seconds: int, cause: str = "ALLOTTED_TIMEOUT") -> str:
-        """Schedule a hangup."""
-        ...
-
 
 class ParkAuthorizer:
     """Authorizes parked calls of one FreeSWITCH and continues or kills them."""

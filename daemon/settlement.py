@@ -155,50 +155,52 @@ class Settler:
             # One bad record must not block the others: write them one by one and set
             # the invalid ones aside, logged in full (a dead letter, never silently lost).
             batch, fresh = await self._write_one_by_one(batch)
-        for item, is_new in zip(batch, fresh, strict=True):
-            record = item.record
-            try:
-                if is_new:
-                    await self._live.settle(
-                        record.account_id, item.reservation_key, record.cost_micros
-                    )
-                    self.written += 1
-                else:
-                    await self._live.release(record.account_id, item.reservation_key)
-                    self.duplicates += 1
-                if record.chain:  # each reseller level at its own cost
-                    await settle_chain(self._live, record, item.reservation_key, is_new=is_new)
-            except Exception as exc:
-                # SQL is the truth; Redis is rebuilt from it on start.
-                log.error(
-                    "redis settle failed",
-                    call_id=record.call_id,
-                    account=record.account_id,
-                    error=str(exc),
-                )
-            try:
-                await self._settle_plans(item, is_new)
-            except Exception as exc:  # SQL is the truth: the next start rebuilds from it
-                log.error(
-                    "plan settle failed",
-                    call_id=record.call_id,
-                    account=record.account_id,
-                    error=str(exc),
-                )
-            if self._on_written is not None:
-                self._on_written(record, is_new)
+        # every call's Redis work at once: the batching runner pipelines them
+        await asyncio.gather(
+            *(self._settle_one(item, is_new) for item, is_new in zip(batch, fresh, strict=True))
+        )
+
+    async def _settle_one(self, item: Settlement, is_new: bool) -> None:
+        """Redis side of one written (or duplicate) call; failures are logged, not raised."""
+        record = item.record
+        try:
             if is_new:
-                log.info(
-                    "call rated",
-                    call_id=record.call_id,
-                    account=record.account_id,
-                    cost_micros=record.cost_micros,
-                    billable_seconds=record.billable_seconds,
-                )
+                await self._live.settle(record.account_id, item.reservation_key, record.cost_micros)
+                self.written += 1
             else:
-                log.info(
-                    "duplicate call ignored", call_id=record.call_id, account=record.account_id
-                )
+                await self._live.release(record.account_id, item.reservation_key)
+                self.duplicates += 1
+            if record.chain:  # each reseller level at its own cost
+                await settle_chain(self._live, record, item.reservation_key, is_new=is_new)
+        except Exception as exc:
+            # SQL is the truth; Redis is rebuilt from it on start.
+            log.error(
+                "redis settle failed",
+                call_id=record.call_id,
+                account=record.account_id,
+                error=str(exc),
+            )
+        try:
+            await self._settle_plans(item, is_new)
+        except Exception as exc:  # SQL is the truth: the next start rebuilds from it
+            log.error(
+                "plan settle failed",
+                call_id=record.call_id,
+                account=record.account_id,
+                error=str(exc),
+            )
+        if self._on_written is not None:
+            self._on_written(record, is_new)
+        if is_new:
+            log.info(
+                "call rated",
+                call_id=record.call_id,
+                account=record.account_id,
+                cost_micros=record.cost_micros,
+                billable_seconds=record.billable_seconds,
+            )
+        else:
+            log.info("duplicate call ignored", call_id=record.call_id, account=record.account_id)
 
     async def _settle_plans(self, item: Settlement, is_new: bool) -> None:
         """Tier usage and bundled seconds of one written call (nothing without plans)."""
