@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from balance.accounts import AccountStore
+from balance.accounts import Account, AccountStore
 from balance.bundles import BundleBalances, BundleService
 from balance.ledger import Ledger
 from balance.live import AccountLimits, LiveState
@@ -80,7 +80,9 @@ async def open_resources(settings: Settings, *, migrate: bool = True) -> Resourc
     return Resources(settings=settings, engine=engine, redis=client, embedded_redis=embedded)
 
 
-async def rebuild_live_state(accounts: AccountStore, ledger: Ledger, live: LiveState) -> int:
+async def rebuild_live_state(
+    accounts: Iterable[Account], ledger: Ledger, live: LiveState
+) -> int:
     """Reset every account's hot balance in Redis from the SQL ledger (keeps reservations)."""
     balances = await ledger.balances()
     limits = [
@@ -91,7 +93,7 @@ async def rebuild_live_state(accounts: AccountStore, ledger: Ledger, live: LiveS
             credit_limit_micros=account.credit_limit_micros,
             concurrency_limit=account.concurrency_limit,
         )
-        for account in await accounts.list()
+        for account in accounts
     ]
     await live.rebuild(limits)
     return len(limits)
@@ -132,7 +134,9 @@ class Daemon:
         account_store = AccountStore(res.engine)
         ledger = Ledger(res.engine)
         self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
-        count = await rebuild_live_state(account_store, ledger, live)
+        self.directory = directory = AccountDirectory(account_store)
+        accounts = await directory.load()  # read once: live state, plans and the directory
+        count = await rebuild_live_state(accounts, ledger, live)
         self.counters = counters = UsageCounters(res.redis)
         self.tiers = tiers = TierService(res.engine, counters)
         self.bundles = bundles = BundleService(
@@ -140,12 +144,10 @@ class Daemon:
         )
         await tiers.reload()
         await bundles.reload()
-        zones = zones_of(await account_store.list())
+        zones = zones_of(accounts)
         await tiers.rebuild(zones)
         await bundles.rebuild(zones)
         catalog = await load_catalog(DeckStore(res.engine))
-        self.directory = directory = AccountDirectory(account_store)
-        await directory.load()
         self.routes = routes = RouteSelector(catalog, CarrierStore(res.engine))
         await routes.reload()
         auth = settings.authorization

@@ -99,7 +99,7 @@ class World:
                 await decks.replace(*_deck(name, price, first, next_))
         self.live = live = LiveState(self.redis, batch=False)
         store = AccountStore(self.engine)
-        await rebuild_live_state(store, Ledger(self.engine), live)
+        await rebuild_live_state(await store.list(), Ledger(self.engine), live)
         directory = AccountDirectory(store)
         await directory.load()
         catalog = await load_catalog(decks)

@@ -137,7 +137,7 @@ async def service(sql_engine: AsyncEngine, redis_client: aioredis.Redis) -> Asyn
             await store.create(Account(id=account, rate_deck=DECK.name))
             if balance:
                 await ledger.topup(account, balance, f"initial-{account}")
-        await rebuild_live_state(store, ledger, live)
+        await rebuild_live_state(await store.list(), ledger, live)
         directory = AccountDirectory(store)
         await directory.load()
         return AuthorizationService(
