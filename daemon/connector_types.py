@@ -1,11 +1,5 @@
-"""What every switch connector shares: the handler and resync types, the wall clock.
-
-A connector owns one protocol client and one translator for one switch: protocol
-messages go through the translator, in stream order, and the resulting switch-neutral
-events go to the session manager's handler. On every (re)connection it lists the
-switch's live calls and injects the listing into its event stream, where it is
-reconciled (``daemon/resync.py``).
-"""
+"""Types every switch connector shares: the event handler and resync types, the wall
+clock. The connectors themselves share ``daemon.connector_base.ConnectorBase``."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
 
 from connectors.events import Event
 from connectors.live_calls import LiveCall
@@ -37,22 +30,3 @@ class ResyncListing:
 def wall_clock() -> Decimal:
     """Now, as exact epoch seconds (the switch's clock is assumed NTP-synchronised)."""
     return Decimal(repr(time.time()))
-
-
-class SwitchConnector(Protocol):
-    """What the composition root needs of any switch connector."""
-
-    switch_id: str
-    connected: bool
-
-    def start(self) -> None:
-        """Start connecting (in the background, reconnecting forever)."""
-        ...
-
-    async def close(self) -> None:
-        """Stop and disconnect."""
-        ...
-
-    async def hangup(self, channel: str, cause: int = 16, reason: str = "") -> None:
-        """Cut one channel (``reason``: the daemon's reason code, for the switch's CDR)."""
-        ...

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from daemon.asterisk_connector import AsteriskConnector
 from daemon.authorization import Authorizer
-from daemon.connector_types import EventHandler, Resyncer, SwitchConnector
+from daemon.connector_base import ConnectorBase
+from daemon.connector_types import EventHandler, Resyncer
 from daemon.freeswitch_connector import FreeSwitchConnector
 from daemon.settings import SwitchSettings
 
 __all__ = ["Resyncer", "SwitchConnector", "build_connector"]
+
+SwitchConnector = ConnectorBase
+"""What the composition root needs of any switch connector (both kinds share the base)."""
 
 
 def build_connector(
