@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from balance.scripts import Arg, LuaScript
+from balance.scripts import Arg, DirectRunner, LuaScript, ScriptRunner
 
 log = structlog.get_logger(__name__)
 
@@ -199,3 +199,8 @@ class BatchingRunner:
 def _pack(parts: Sequence[bytes]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+
+
+def script_runner(redis: Redis, *, batch: bool) -> ScriptRunner:
+    """The runner of a Redis client's scripts: batched into pipelines, or one call each."""
+    return BatchingRunner(redis) if batch else DirectRunner(redis)

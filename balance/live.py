@@ -39,8 +39,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance import keys
-from balance.batching import BatchingRunner
-from balance.scripts import Arg, DirectRunner, LuaScript, ScriptRunner, load_library
+from balance.batching import script_runner
+from balance.scripts import Arg, LuaScript, ScriptRunner, load_library
 
 log = structlog.get_logger(__name__)
 
@@ -131,9 +131,7 @@ class LiveState:
             raise InvalidLiveInput(f"lease_ttl must be a positive int of seconds: {lease_ttl!r}")
         self._lease_ttl_ms = lease_ttl * 1000
         self._scripts = load_library()
-        if runner is None:
-            runner = BatchingRunner(redis) if batch else DirectRunner(redis)
-        self._runner: ScriptRunner = runner
+        self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
 
     async def aclose(self) -> None:
         """Wait for script calls in flight (the Redis client stays the caller's)."""

@@ -65,7 +65,6 @@ Driver failures are raised as ``storage.engine.StorageError`` chained ``from`` t
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -79,6 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from balance.ledger import SYS_REVENUE
 from balance.live import LiveState, LiveStateError
+from balance.usage import plan_from_row
 from storage.chain_tables import rated_call_charges
 from storage.engine import insert_ignoring_conflicts, wrap_driver_errors
 from storage.plan_tables import tier_plans
@@ -86,7 +86,7 @@ from storage.tables import accounts, ledger_entries, rated_calls, utcnow
 from tariffs.bundles import CallTerms, price_call
 from tariffs.money import MoneyError, format_money, to_micros
 from tariffs.rating import RatingError, call_cost
-from tariffs.tiers import MAX_DISCOUNT_DECIMALS, Tier, TierPlan, Usage
+from tariffs.tiers import TierPlan, Usage
 
 if TYPE_CHECKING:  # only its ``price`` is used: balance does not import the daemon
     from daemon.tariff_catalog import TariffCatalog
@@ -373,18 +373,7 @@ _PLAN_COLUMNS = tuple(
 
 def _plan(row: Any) -> TierPlan | None:
     """The tier plan of a query row (its ``plan_*`` columns), None without one."""
-    if row.plan_name is None:
-        return None
-    return TierPlan(
-        name=row.plan_name,
-        counter=row.plan_counter,
-        mode=row.plan_mode,
-        period=row.plan_period,
-        tiers=tuple(
-            Tier(int(threshold), Decimal(points).scaleb(-MAX_DISCOUNT_DECIMALS))
-            for threshold, points in json.loads(row.plan_tiers)
-        ),
-    )
+    return None if row.plan_name is None else plan_from_row(row, prefix="plan_")
 
 
 def _call(row: Any, chain: tuple[LevelToRerate, ...]) -> CallToRerate:

@@ -43,10 +43,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance import keys
-from balance.batching import BatchingRunner
+from balance.batching import script_runner
 from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
 from balance.rated_calls import RatedCallRecord
-from balance.scripts import Arg, DirectRunner, LuaScript, ScriptRunner, load_script
+from balance.scripts import Arg, LuaScript, ScriptRunner, load_script
 from storage.engine import wrap_driver_errors
 from storage.plan_tables import tier_plans
 from storage.tables import accounts, rated_calls, utcnow
@@ -113,9 +113,7 @@ class PlanScripts:
         runner: ScriptRunner | None = None,
     ) -> None:
         self._scripts: dict[str, LuaScript] = {name: load_script(name) for name in names}
-        if runner is None:
-            runner = BatchingRunner(redis) if batch else DirectRunner(redis)
-        self._runner = runner
+        self._runner = runner or script_runner(redis, batch=batch)
 
     async def run(self, name: str, script_keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run script ``name``; raise ``LiveStateUnavailable`` / ``LiveScriptError``."""
@@ -231,15 +229,18 @@ def _tiers_json(plan: TierPlan) -> str:
     return json.dumps([[tier.threshold, tier.basis_points] for tier in plan.tiers])
 
 
-def _plan(row: Any) -> TierPlan:
+def plan_from_row(row: Any, prefix: str = "") -> TierPlan:
+    """The tier plan of a ``tier_plans`` row; ``prefix`` when its columns were labelled
+    (a join selecting ``tier_plans.c.name.label("plan_name")`` etc. passes ``"plan_"``)."""
+    values = row._mapping
     return TierPlan(
-        name=row.name,
-        counter=row.counter,
-        mode=row.mode,
-        period=row.period,
+        name=values[f"{prefix}name"],
+        counter=values[f"{prefix}counter"],
+        mode=values[f"{prefix}mode"],
+        period=values[f"{prefix}period"],
         tiers=tuple(
             Tier(int(threshold), Decimal(points).scaleb(-MAX_DISCOUNT_DECIMALS))
-            for threshold, points in json.loads(row.tiers)
+            for threshold, points in json.loads(values[f"{prefix}tiers"])
         ),
     )
 
@@ -277,7 +278,7 @@ class TierPlanStore:
         with wrap_driver_errors("reading a tier plan"):
             async with self._engine.connect() as conn:
                 row = (await conn.execute(query)).first()
-        return None if row is None else _plan(row)
+        return None if row is None else plan_from_row(row)
 
     async def clear(self, account_id: str) -> bool:
         """Remove the account's plan; False when it had none."""
@@ -293,7 +294,7 @@ class TierPlanStore:
         with wrap_driver_errors("loading tier plans"):
             async with self._engine.connect() as conn:
                 rows = await conn.execute(select(tier_plans))
-                return {row.account_id: _plan(row) for row in rows}
+                return {row.account_id: plan_from_row(row) for row in rows}
 
 
 # --- the service the daemon wires ----------------------------------------------------
