@@ -13,7 +13,6 @@ AMIProtocolError, AMIActionError.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import uuid
@@ -31,6 +30,7 @@ from connectors.ami.errors import (
 )
 from connectors.ami.parser import AMIMessage
 from connectors.events import Marker, SwitchConnected, SwitchDisconnected
+from connectors.reconnect import Backoff, EventStream, cancel_task, serve_until, sleep_unless
 
 log = structlog.get_logger(__name__)
 
@@ -67,30 +67,27 @@ class AMIClient:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._handler = handler
         self._switch_id = switch_id
         self._rng = rng or random.Random()
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:12]
         self._conn: AMIConnection | None = None
-        self._queue: asyncio.Queue[ClientItem | None] = asyncio.Queue()
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._stream: EventStream[AMIMessage | SwitchConnected | SwitchDisconnected] = (
+            EventStream(handler, self._handler_failed, "ami-dispatch")
+        )
         self._pinger: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
-        # Events of a connection are held until its SwitchConnected is queued, so that
-        # SwitchConnected always comes first (resync relies on it).
-        self._held: list[AMIMessage] | None = None
 
     # -- one connection --------------------------------------------------------------
 
     async def connect(self) -> None:
         """Open the TCP connection and check the banner (raises AMIConnectionLost)."""
-        self._start_dispatcher()
+        self._stream.start()
         if self._conn is not None:
             await self._conn.close()
         s = self._settings
-        self._held = []
-        self._conn = await AMIConnection.open(s.host, s.port, s.connect_timeout, self._on_event)
+        self._stream.hold()
+        self._conn = await AMIConnection.open(s.host, s.port, s.connect_timeout, self._stream.put)
 
     async def login(self) -> None:
         """Log in; AMIAuthenticationError on bad credentials, AMIConnectionLost on close."""
@@ -140,9 +137,9 @@ class AMIClient:
 
     async def run(self) -> None:
         """Connect, log in, keep alive and reconnect with backoff until ``close()``."""
-        self._start_dispatcher()
+        self._stream.start()
         s = self._settings
-        backoff = s.backoff_min
+        backoff = Backoff(s.backoff_min, s.backoff_max, self._rng)
         while not self._closing.is_set():
             try:
                 await self.connect()
@@ -152,15 +149,11 @@ class AMIClient:
             except AMIError as exc:
                 log.warning("ami.connect_failed", switch_id=self._switch_id, error=str(exc))
             else:
-                backoff = s.backoff_min
+                backoff.reset()
                 await self._serve_connection()
             if self._closing.is_set():
                 break
-            delay = self._rng.uniform(backoff / 2, backoff)
-            backoff = min(backoff * 2, s.backoff_max)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._closing.wait()
+            await sleep_unless(self._closing, backoff.next_delay())
 
     async def close(self) -> None:
         """Stop reconnecting, close the connection, deliver what is queued, then stop."""
@@ -168,31 +161,22 @@ class AMIClient:
         await self._stop_pinger()
         if self._conn is not None:
             await self._conn.close()
-        if self._dispatcher is not None:
-            self._queue.put_nowait(None)
-            await self._dispatcher
-            self._dispatcher = None
+        await self._stream.close()
 
     async def _serve_connection(self) -> None:
         conn = self._conn
         assert conn is not None
-        self._queue.put_nowait(SwitchConnected(switch_id=self._switch_id))
-        for held in self._held or ():
-            self._queue.put_nowait(held)
-        self._held = None
+        self._stream.announce(SwitchConnected(switch_id=self._switch_id))
         self._pinger = asyncio.create_task(self._ping_loop(conn), name="ami-ping")
-        closing: asyncio.Future[object] = asyncio.ensure_future(self._closing.wait())
-        lost: asyncio.Future[object] = conn.lost  # type: ignore[assignment]
         try:
-            await asyncio.wait({lost, closing}, return_when=asyncio.FIRST_COMPLETED)
+            await serve_until(conn.lost, self._closing)
         finally:
-            closing.cancel()
             await self._stop_pinger()
         if not conn.lost.done():
             await conn.close()
         reason = conn.lost.result()
         log.info("ami.disconnected", switch_id=self._switch_id, reason=reason)
-        self._queue.put_nowait(SwitchDisconnected(switch_id=self._switch_id, reason=reason))
+        self._stream.put(SwitchDisconnected(switch_id=self._switch_id, reason=reason))
 
     async def _ping_loop(self, conn: AMIConnection) -> None:
         s = self._settings
@@ -209,40 +193,18 @@ class AMIClient:
                 return
 
     async def _stop_pinger(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pinger
-            self._pinger = None
+        await cancel_task(self._pinger)
+        self._pinger = None
 
     # -- internals -------------------------------------------------------------------
 
     def inject(self, payload: object) -> None:
         """Deliver ``Marker(payload)`` to the handler after every event received so far."""
-        self._queue.put_nowait(Marker(payload))
+        self._stream.inject(payload)
 
-    def _on_event(self, msg: AMIMessage) -> None:
-        if self._held is not None:
-            self._held.append(msg)
-        else:
-            self._queue.put_nowait(msg)
-
-    def _start_dispatcher(self) -> None:
-        if self._dispatcher is None:
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="ami-dispatch")
-
-    async def _dispatch(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            try:
-                await self._handler(item)
-            except Exception:
-                name = (
-                    item.get("Event", "") if isinstance(item, AMIMessage) else type(item).__name__
-                )
-                log.exception("ami.handler_failed", switch_id=self._switch_id, ami_event=name)
+    def _handler_failed(self, item: ClientItem) -> None:
+        name = item.get("Event", "") if isinstance(item, AMIMessage) else type(item).__name__
+        log.exception("ami.handler_failed", switch_id=self._switch_id, ami_event=name)
 
     def _require_conn(self, name: str) -> AMIConnection:
         if self._conn is None or not self._conn.is_open:

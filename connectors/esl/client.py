@@ -20,7 +20,6 @@ ESLProtocolError, ESLCommandError.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Awaitable, Callable
@@ -39,6 +38,7 @@ from connectors.esl.errors import (
 )
 from connectors.esl.parser import ESLEvent, ESLFrame
 from connectors.events import Marker, SwitchConnected, SwitchDisconnected
+from connectors.reconnect import Backoff, EventStream, cancel_task, serve_until, sleep_unless
 
 log = structlog.get_logger(__name__)
 
@@ -118,12 +118,12 @@ class ESLClient:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._handler = handler
         self._switch_id = switch_id
         self._rng = rng or random.Random()
         self._conn: ESLConnection | None = None
-        self._queue: asyncio.Queue[ClientItem | None] = asyncio.Queue()
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._stream: EventStream[ESLEvent | SwitchConnected | SwitchDisconnected] = (
+            EventStream(handler, self._handler_failed, "esl-dispatch")
+        )
         self._keepalive: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
@@ -131,13 +131,12 @@ class ESLClient:
 
     async def connect(self) -> None:
         """Open the TCP connection and wait for ``auth/request`` (ESLConnectionLost, ...)."""
-        self._start_dispatcher()
+        self._stream.start()
         if self._conn is not None:
             await self._conn.close()
         s = self._settings
-        self._conn = await ESLConnection.open(
-            s.host, s.port, s.connect_timeout, self._queue.put_nowait
-        )
+        self._stream.hold()
+        self._conn = await ESLConnection.open(s.host, s.port, s.connect_timeout, self._stream.put)
 
     async def login(self) -> None:
         """Authenticate and subscribe; then the handler gets ``SwitchConnected`` and events.
@@ -154,9 +153,8 @@ class ESLClient:
             raise ESLAuthenticationError(f"ESL auth at {s.host}:{s.port} refused: {reply}")
         await self.subscribe()
         log.info("esl.logged_in", switch_id=self._switch_id, host=s.host, port=s.port)
-        conn = self._require_conn("login")
-        self._queue.put_nowait(SwitchConnected(switch_id=self._switch_id))
-        conn.release_events()
+        self._require_conn("login")
+        self._stream.announce(SwitchConnected(switch_id=self._switch_id))
 
     async def subscribe(self) -> None:
         """Send the ``event`` subscription; ESLCommandError unless it is answered ``+OK``."""
@@ -257,9 +255,9 @@ class ESLClient:
 
     async def run(self) -> None:
         """Connect, log in, keep alive and reconnect with backoff until ``close()``."""
-        self._start_dispatcher()
+        self._stream.start()
         s = self._settings
-        backoff = s.backoff_min
+        backoff = Backoff(s.backoff_min, s.backoff_max, self._rng)
         while not self._closing.is_set():
             failure: ESLError | None = None
             reason = ""
@@ -269,14 +267,13 @@ class ESLClient:
             except ESLError as exc:
                 failure = exc
             else:
-                backoff = s.backoff_min
+                backoff.reset()
                 reason = await self._serve_connection()
             if self._closing.is_set():
                 if failure is None:
                     log.info("esl.disconnected", switch_id=self._switch_id, reason=reason)
                 break
-            delay = self._rng.uniform(backoff / 2, backoff)
-            backoff = min(backoff * 2, s.backoff_max)
+            delay = backoff.next_delay()
             retry_in = round(delay, 3)
             if isinstance(failure, ESLAuthenticationError):
                 log.error(
@@ -296,9 +293,7 @@ class ESLClient:
                 log.info(
                     "esl.disconnected", switch_id=self._switch_id, reason=reason, retry_in=retry_in
                 )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._closing.wait()
+            await sleep_unless(self._closing, delay)
 
     async def close(self) -> None:
         """Stop reconnecting, close the connection, deliver what is queued, then stop."""
@@ -306,26 +301,20 @@ class ESLClient:
         await self._stop_keepalive()
         if self._conn is not None:
             await self._conn.close()
-        if self._dispatcher is not None:
-            self._queue.put_nowait(None)
-            await self._dispatcher
-            self._dispatcher = None
+        await self._stream.close()
 
     async def _serve_connection(self) -> str:
         conn = self._conn
         assert conn is not None
         self._keepalive = asyncio.create_task(self._keepalive_loop(conn), name="esl-keepalive")
-        closing: asyncio.Future[object] = asyncio.ensure_future(self._closing.wait())
-        lost: asyncio.Future[object] = conn.lost  # type: ignore[assignment]
         try:
-            await asyncio.wait({lost, closing}, return_when=asyncio.FIRST_COMPLETED)
+            await serve_until(conn.lost, self._closing)
         finally:
-            closing.cancel()
             await self._stop_keepalive()
         if not conn.lost.done():
             await conn.close()
         reason = conn.lost.result()
-        self._queue.put_nowait(SwitchDisconnected(switch_id=self._switch_id, reason=reason))
+        self._stream.put(SwitchDisconnected(switch_id=self._switch_id, reason=reason))
         return reason
 
     async def _keepalive_loop(self, conn: ESLConnection) -> None:
@@ -345,11 +334,8 @@ class ESLClient:
                 return
 
     async def _stop_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-            self._keepalive = None
+        await cancel_task(self._keepalive)
+        self._keepalive = None
 
     # -- internals -------------------------------------------------------------------
 
@@ -359,23 +345,10 @@ class ESLClient:
         Called right after awaiting a command (``rows = await show_channels();
         inject(rows)``), the marker sits exactly where the reply was in the stream.
         """
-        self._queue.put_nowait(Marker(payload))
+        self._stream.inject(payload)
 
-    def _start_dispatcher(self) -> None:
-        if self._dispatcher is None:
-            self._dispatcher = asyncio.create_task(self._dispatch(), name="esl-dispatch")
-
-    async def _dispatch(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is None:
-                return
-            try:
-                await self._handler(item)
-            except Exception:
-                log.exception(
-                    "esl.handler_failed", switch_id=self._switch_id, esl_event=_item_name(item)
-                )
+    def _handler_failed(self, item: ClientItem) -> None:
+        log.exception("esl.handler_failed", switch_id=self._switch_id, esl_event=_item_name(item))
 
     def _require_conn(self, what: str) -> ESLConnection:
         if self._conn is None or not self._conn.is_open:

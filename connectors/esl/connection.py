@@ -6,8 +6,7 @@ of futures; a command whose caller gave up stays in the FIFO until its answer co
 later answers still line up). A ``bgapi`` command's reply carries a ``Job-UUID``; its
 result comes later as a ``BACKGROUND_JOB`` event with that ``Job-UUID`` (the job is
 registered as soon as the reply is read, so the event cannot overtake it). Events are
-decoded and passed to ``on_event`` in stream order (held until :meth:`release_events`,
-so that the client can announce the connection first); BACKGROUND_JOB events too.
+decoded and passed to ``on_event`` in stream order; BACKGROUND_JOB events too.
 After a reply resolves its caller, the read loop yields once before the next frame: a
 task that awaited the command runs before any later event is passed on, so whatever it
 queues at once (a ``Marker``) lands exactly where the reply was in the stream.
@@ -95,7 +94,6 @@ class ESLConnection:
         self._parser = ESLParser()
         self._pending: deque[_Pending] = deque()
         self._jobs: dict[str, asyncio.Future[ESLEvent]] = {}
-        self._held: list[ESLEvent] | None = []
         self._task: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[str] = loop.create_future()
@@ -163,12 +161,6 @@ class ESLConnection:
             return await future
         finally:
             self._jobs.pop(job_uuid, None)
-
-    def release_events(self) -> None:
-        """Deliver the events held since the greeting, then every event as it comes."""
-        held, self._held = self._held, None
-        for event in held or ():
-            self._on_event(event)
 
     def abort(self, reason: str) -> None:
         """Drop the connection now (the read loop ends; ``lost`` reports ``reason``)."""
@@ -279,10 +271,7 @@ class ESLConnection:
             job = self._jobs.get(event.get("Job-UUID", ""))
             if job is not None and not job.done():
                 job.set_result(event)
-        if self._held is not None:
-            self._held.append(event)
-        else:
-            self._on_event(event)
+        self._on_event(event)
 
     def _parse_error(self, item: ESLParseError) -> None:
         log.warning(
