@@ -86,6 +86,16 @@ class Account:
     concurrency_limit: int | None = None  # None = unlimited
     rate_deck: str | None = None
     timezone: str = "UTC"
+    # real-time caps (issue 5); None = no cap
+    cps_limit: int | None = None  # calls admitted per second
+    seat_limit: int | None = None  # live agent seats
+    concurrency_package: int | None = None  # calls included; concurrency_limit = burst
+    overage_rate_micros: int | None = None  # per channel-minute above the package
+    customers_concurrency_limit: int | None = None  # a reseller: all its customers' calls
+    customers_cps_limit: int | None = None  # a reseller: all its customers' calls per second
+    trial_ends_at: datetime | None = None  # in trial until then (UTC); None: not in trial
+    status_reason: str = ""  # why suspended: 'operator', 'credit_limit', ...
+    low_balance: str = ""  # JSON thresholds, '' = the configured defaults
     created_at: datetime | None = None  # set by the store
     updated_at: datetime | None = None  # set by the store
 
@@ -121,6 +131,32 @@ def validate(account: Account) -> None:
     limit = account.concurrency_limit
     if limit is not None and (not _is_int(limit) or limit < 0):
         raise InvalidAccount("concurrency_limit", f"None or an int >= 0, got {limit!r}")
+    for name in (
+        "cps_limit",
+        "seat_limit",
+        "concurrency_package",
+        "overage_rate_micros",
+        "customers_concurrency_limit",
+        "customers_cps_limit",
+    ):
+        value = getattr(account, name)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise InvalidAccount(name, f"None or an int >= 0, got {value!r}")
+    package = account.concurrency_package
+    if package is not None and limit is not None and package > limit:
+        raise InvalidAccount(
+            "concurrency_package",
+            f"the package ({package}) exceeds the burst limit concurrency_limit ({limit})",
+        )
+    trial = account.trial_ends_at
+    if trial is not None and (not isinstance(trial, datetime) or trial.tzinfo is None):
+        raise InvalidAccount("trial_ends_at", f"None or an aware datetime, got {trial!r}")
+    if not isinstance(account.status_reason, str) or len(account.status_reason) > 64:
+        raise InvalidAccount(
+            "status_reason", f"a string of at most 64, got {account.status_reason!r}"
+        )
+    if not isinstance(account.low_balance, str):
+        raise InvalidAccount("low_balance", f"a JSON string, got {account.low_balance!r}")
     deck = account.rate_deck
     if deck is not None and (not isinstance(deck, str) or not 0 < len(deck) <= 64):
         raise InvalidAccount("rate_deck", f"None or 1-64 characters, got {deck!r}")
@@ -171,6 +207,13 @@ class AccountStore:
         if parent_id is not None:
             query = query.where(accounts.c.parent_id == parent_id)
         with wrap_driver_errors("listing accounts"):
+            async with self._engine.connect() as conn:
+                return [_from_row(row) for row in await conn.execute(query)]
+
+    async def changed_since(self, since: datetime) -> builtins.list[Account]:
+        """Accounts created or changed at or after ``since`` (by ``updated_at``)."""
+        query = select(accounts).where(accounts.c.updated_at >= since).order_by(accounts.c.id)
+        with wrap_driver_errors("listing changed accounts"):
             async with self._engine.connect() as conn:
                 return [_from_row(row) for row in await conn.execute(query)]
 

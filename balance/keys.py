@@ -4,9 +4,13 @@ All keys of one account share the hash tag ``{<account_id>}`` so that every scri
 which only touches the keys of one account, is valid on Redis Cluster::
 
     rk:{<account>}:account              hash  status, balance, credit_limit,
-                                              concurrency_limit (-1 = none), reserved
+                                              concurrency_limit (-1 = none), reserved,
+                                              trial_ends (ms, -1 = no trial), cps_limit,
+                                              seat_limit (-1 = none), suspend_cut (1/0)
     rk:{<account>}:calls                hash  call_key -> micro-units reserved for the call
     rk:{<account>}:leases               zset  call_key -> lease expiry (ms, Redis clock)
+    rk:{<account>}:cps                  zset  call_key -> admission time (ms): the calls
+                                              admitted in the last second (CPS limit)
     rk:{<account>}:settled:<call_key>   str   settled marker (``SETTLED_TTL_SECONDS``)
     rk:{<account>}:credited:<key>       str   top-up marker (``CREDIT_MARKER_TTL_SECONDS``)
 
@@ -45,6 +49,11 @@ def account_key(account_id: str) -> str:
 def calls_key(account_id: str) -> str:
     """The account's live calls: call_key -> micro-units reserved."""
     return tag(account_id) + "calls"
+
+
+def cps_key(account_id: str) -> str:
+    """The account's admissions of the last second: call_key -> admission time (ms)."""
+    return tag(account_id) + "cps"
 
 
 def leases_key(account_id: str) -> str:
@@ -111,3 +120,53 @@ def bundle_leases_key(account_id: str, bundle: str, period: str) -> str:
 def bundle_settled_key(account_id: str, call_key: str) -> str:
     """Marker that a call's bundle reservation was settled (its seconds used once)."""
     return tag(account_id) + "bundle_settled:" + call_key
+
+
+# --- shared caps: resellers over all their customers, trunks (balance.caps) ---
+#
+#   rk:{caps}:slots:<scope>    zset  call_key -> slot expiry (ms): the scope's live calls
+#   rk:{caps}:cps:<scope>      zset  call_key -> admission time (ms): last second's calls
+#   rk:{caps}:call:<call_key>  hash  slots / cps -> the scope keys the call holds
+#
+# A scope spans tenants (``reseller:<id>``, ``trunk:<carrier>``), so its keys cannot carry
+# a tenant's tag: every shared cap lives in the one ``{caps}`` slot, and one script checks
+# all the scopes of a call at once.
+
+CAPS_TAG = PREFIX + ":{caps}:"
+
+
+def cap_slots_key(scope: str) -> str:
+    """A shared scope's live calls: call_key -> slot expiry (ms)."""
+    return CAPS_TAG + "slots:" + scope
+
+
+def cap_cps_key(scope: str) -> str:
+    """A shared scope's admissions of the last second: call_key -> time (ms)."""
+    return CAPS_TAG + "cps:" + scope
+
+
+def cap_call_key(call_key: str) -> str:
+    """Which shared scopes one call holds (for its release)."""
+    return CAPS_TAG + "call:" + call_key
+
+
+# --- seats: live agent seats per tenant (balance.seats) ---
+#
+#   rk:{<tenant>}:seats        hash  seat -> "<switch_id>|<since_us>" (live seats)
+#   rk:{<tenant>}:seat_holds   zset  seat -> hold expiry (ms, Redis clock): a pre-login
+#                                    ask that reserved a seat for a login to come
+#
+# A seat is never live and held at once: a login converts its hold.
+
+DEFAULT_SEAT_HOLD_TTL_SECONDS = 60
+"""How long a pre-login ask (``SeatState.hold``) keeps a seat for the login to come."""
+
+
+def seats_key(tenant: str) -> str:
+    """The tenant's live seats: seat -> ``<switch_id>|<since_us>``."""
+    return tag(tenant) + "seats"
+
+
+def seat_holds_key(tenant: str) -> str:
+    """The tenant's seat holds: seat -> hold expiry in ms (Redis server clock)."""
+    return tag(tenant) + "seat_holds"

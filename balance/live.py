@@ -84,6 +84,10 @@ class AccountLimits:
     balance_micros: int
     credit_limit_micros: int
     concurrency_limit: int | None  # None: no cap
+    trial_ends_ms: int | None = None  # epoch ms the trial window closes; None: no trial
+    cps_limit: int | None = None  # calls admitted per second; None: no cap
+    seat_limit: int | None = None  # live agent seats; None: no cap
+    suspend_cut: bool = True  # a suspension cuts the account's live calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +100,12 @@ class Reservation:
     """
 
     ok: bool
-    reason: str  # OK, UNKNOWN_ACCOUNT, UNKNOWN_CALL, ACCOUNT_SUSPENDED, CONCURRENCY_LIMIT,
-    # INSUFFICIENT_CREDIT
+    reason: str  # OK, UNKNOWN_ACCOUNT, UNKNOWN_CALL, ACCOUNT_SUSPENDED, TRIAL_EXPIRED,
+    # CONCURRENCY_LIMIT, CPS_LIMIT, INSUFFICIENT_CREDIT
     reserved_micros: int
     available_micros: int
     granted_micros: int = 0
+    live_calls: int = 0  # the account's live calls after a reserve (0 when not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,12 @@ class LiveState:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise InvalidLiveInput(f"concurrency_limit of account {account!r}: {limit!r}")
+        for name in ("trial_ends_ms", "cps_limit", "seat_limit"):
+            value = getattr(limits, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise InvalidLiveInput(f"{name} of account {account!r}: {value!r}")
         await self._run(
             "load",
             [keys.account_key(account), keys.calls_key(account)],
@@ -158,6 +169,10 @@ class LiveState:
                 _micros("balance_micros", limits.balance_micros, signed=True),
                 _micros("credit_limit_micros", limits.credit_limit_micros),
                 keys.UNLIMITED if limit is None else limit,
+                _or_unlimited(limits.trial_ends_ms),
+                _or_unlimited(limits.cps_limit),
+                _or_unlimited(limits.seat_limit),
+                1 if limits.suspend_cut else 0,
             ],
         )
 
@@ -176,11 +191,11 @@ class LiveState:
         return count
 
     async def reserve(self, account_id: str, call_key: str, amount_micros: int) -> Reservation:
-        """Check status, concurrency and credit, and reserve a first slice as a lease."""
+        """Check status, trial, concurrency, CPS and credit; reserve a first slice (a lease)."""
         account = _account_id(account_id)
         reply = await self._run(
             "reserve",
-            _call_keys(account),
+            [*_call_keys(account), keys.cps_key(account)],
             [
                 _key("call_key", call_key),
                 _micros("amount_micros", amount_micros),
@@ -189,7 +204,7 @@ class LiveState:
         )
         reason, reserved, available = _text(reply[0]), int(reply[1]), int(reply[2])
         ok = reason == "OK"
-        return Reservation(ok, reason, reserved, available, reserved if ok else 0)
+        return Reservation(ok, reason, reserved, available, reserved if ok else 0, int(reply[3]))
 
     async def extend(
         self, account_id: str, call_key: str, amount_micros: int, *, partial: bool = True
@@ -226,10 +241,18 @@ class LiveState:
             log.debug("call already settled", account=account, call_key=call)
         return int(reply) == 1
 
-    async def release(self, account_id: str, call_key: str) -> bool:
-        """Drop a call's reservation without charge; False if it held none."""
+    async def release(self, account_id: str, call_key: str, *, refund: bool = False) -> bool:
+        """Drop a call's reservation without charge; False if it held none.
+
+        ``refund``: the call was denied by a later check of its authorization, so its
+        calls-per-second admission is given back as well.
+        """
         account = _account_id(account_id)
-        reply = await self._run("release", _call_keys(account), [_key("call_key", call_key)])
+        reply = await self._run(
+            "release",
+            [*_call_keys(account), keys.cps_key(account)],
+            [_key("call_key", call_key), 1 if refund else 0],
+        )
         return int(reply) >= 0
 
     async def credit(self, account_id: str, amount_micros: int, idempotency_key: str) -> bool:
@@ -261,9 +284,7 @@ class LiveState:
         """Micro-units one call holds (0 when it holds no reservation): one field, where a
         snapshot would read every live call of the tenant."""
         account = _account_id(account_id)
-        reply = await self._run(
-            "reserved", [keys.calls_key(account)], [_key("call_key", call_key)]
-        )
+        reply = await self._run("reserved", [keys.calls_key(account)], [_key("call_key", call_key)])
         return int(reply)
 
     async def snapshot(self, account_id: str) -> AccountSnapshot | None:
@@ -294,6 +315,10 @@ class LiveState:
             raise LiveStateUnavailable(f"redis unavailable during {name}: {exc}") from exc
         except RedisError as exc:
             raise LiveScriptError(f"script {name} failed on {script_keys[0]}: {exc}") from exc
+
+
+def _or_unlimited(value: int | None) -> int:
+    return keys.UNLIMITED if value is None else value
 
 
 def _call_keys(account: str) -> list[str]:

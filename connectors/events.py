@@ -68,17 +68,26 @@ class CallEnded:
 
 @dataclass(frozen=True, slots=True)
 class AgentLoggedIn:
-    """An agent seat became present (agent login, first queue membership)."""
+    """An agent seat became present (agent login, first queue membership, callcenter
+    agent status other than Logged Out). One person is one seat whatever the number of
+    queues they are a member of.
+
+    ``agent`` is the seat id on its switch: Asterisk ``Agent:1001`` (app_agent_pool, the
+    ``StateInterface`` of its queue memberships) or the member's state interface
+    (``Local/1002@agents/n``, ``PJSIP/1002``); FreeSWITCH the callcenter agent name
+    (``1001@default``). ``tenant`` is "" when no rule names the seat's tenant.
+    """
 
     switch_id: str
     tenant: str
     agent: str
     at: Decimal
+    name: str = ""  # display name (MemberName, CallerIDName), informational
 
 
 @dataclass(frozen=True, slots=True)
 class AgentLoggedOut:
-    """An agent seat went away."""
+    """An agent seat went away (logoff, last queue membership removed, Logged Out)."""
 
     switch_id: str
     tenant: str

@@ -3,11 +3,15 @@
 Authorization must not query SQL per call: accounts are loaded at start and refreshed
 on reload; an account id not in the cache (created by the CLI or the API after start)
 is loaded once from SQL, and a negative answer is remembered for a short while.
+``refresh()`` reads only the accounts changed since the last read (the daemon calls it
+every ``caps.accounts_refresh_interval``), so a change made by the CLI or the API
+reaches pricing, trials and shared caps within that interval.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from balance.accounts import Account, AccountStore
 
@@ -20,18 +24,44 @@ class AccountDirectory:
         self._accounts: dict[str, Account] = {}
         self._misses: dict[str, float] = {}
         self._miss_ttl = miss_ttl
+        self._seen_until: datetime | None = None
+        self.generation = 0  # bumped on every change: caches derived from accounts check it
 
     async def load(self) -> list[Account]:
         """(Re)load every account from SQL."""
         accounts = await self._store.list()
         self._accounts = {account.id: account for account in accounts}
         self._misses.clear()
+        self._note(accounts)
+        self.generation += 1
         return accounts
+
+    async def refresh(self) -> list[Account]:
+        """Read the accounts changed since the last read; the changed ones."""
+        if self._seen_until is None:
+            return await self.load()
+        changed = await self._store.changed_since(self._seen_until)
+        for account in changed:
+            self.put(account)
+        self._note(changed)
+        return changed
+
+    def _note(self, accounts: list[Account]) -> None:
+        stamps = [a.updated_at for a in accounts if a.updated_at is not None]
+        if stamps:  # ">=" on the next read: a change in the same microsecond is not missed
+            newest = max(stamps)
+            if self._seen_until is None or newest > self._seen_until:
+                self._seen_until = newest
 
     def put(self, account: Account) -> None:
         """Record a changed account (after an update through this process)."""
         self._accounts[account.id] = account
         self._misses.pop(account.id, None)
+        self.generation += 1
+
+    def cached(self, account_id: str) -> Account | None:
+        """The account if it is in the cache (no SQL)."""
+        return self._accounts.get(account_id)
 
     async def get(self, account_id: str) -> Account | None:
         """The account, from the cache or SQL; None when it does not exist."""
@@ -47,4 +77,5 @@ class AccountDirectory:
             self._misses[account_id] = now
             return None
         self._accounts[account_id] = account
+        self.generation += 1
         return account

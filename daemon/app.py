@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,28 +23,44 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance.accounts import Account, AccountStore
 from balance.bundles import BundleBalances, BundleService
+from balance.caps import SharedCaps
 from balance.ledger import Ledger
-from balance.live import AccountLimits, LiveState
-from balance.rated_calls import RatedCallWriter
+from balance.live import LiveState
+from balance.rated_calls import RatedCallRecord, RatedCallWriter
+from balance.seat_sessions import SeatSessions
+from balance.seats import SeatState
 from balance.usage import TierService, UsageCounters, zones_of
+from connectors.events import AgentLoggedIn, AgentLoggedOut, Event
 from connectors.live_calls import LiveCall
+from daemon import notifications
+from daemon.account_admin import AccountAdmin
 from daemon.account_directory import AccountDirectory
+from daemon.authorization import AuthorizationDecision, AuthorizationRequest
 from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
+from daemon.caps_policy import CapsPolicy, account_limits, seat_limit
+from daemon.connector_types import EventHandler
 from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
+from daemon.http_agent import agent_routes
 from daemon.http_authorize import build_authorize_app, serve_authorize_http
 from daemon.http_xml_curl import xml_curl_routes
 from daemon.lcr_service import RouteSelector
+from daemon.metrics import Metrics
+from daemon.notification_settings import build_notifier
+from daemon.notifications import Notifier, NullNotifier
 from daemon.resync import ResyncReport, ResyncTarget, UntrackedPolicy, reconcile
-from daemon.sessions import SessionManager, SwitchControl
+from daemon.seat_manager import SeatManager
+from daemon.sessions import CallSession, SessionManager, SwitchControl
 from daemon.settings import Settings
 from daemon.settlement import Settler
 from daemon.switches import Resyncer, SwitchConnector, build_connector
 from daemon.tariff_catalog import TariffCatalog
+from daemon.threshold_alerts import ThresholdAlerts
 from storage.carriers import CarrierStore
 from storage.decks import DeckStore
 from storage.engine import make_engine
 from storage.migrate import upgrade
+from tariffs.money import to_micros
 from tariffs.ratedeck import RateDeck
 
 log = structlog.get_logger(__name__)
@@ -81,20 +99,15 @@ async def open_resources(settings: Settings, *, migrate: bool = True) -> Resourc
 
 
 async def rebuild_live_state(
-    accounts: Iterable[Account], ledger: Ledger, live: LiveState
+    accounts: Iterable[Account],
+    ledger: Ledger,
+    live: LiveState,
+    policy: CapsPolicy | None = None,
 ) -> int:
     """Reset every account's hot balance in Redis from the SQL ledger (keeps reservations)."""
     balances = await ledger.balances()
-    limits = [
-        AccountLimits(
-            account_id=account.id,
-            status=account.status,
-            balance_micros=balances.get(account.id, 0),
-            credit_limit_micros=account.credit_limit_micros,
-            concurrency_limit=account.concurrency_limit,
-        )
-        for account in accounts
-    ]
+    policy = policy or CapsPolicy()
+    limits = [account_limits(account, balances.get(account.id, 0), policy) for account in accounts]
     await live.rebuild(limits)
     return len(limits)
 
@@ -122,8 +135,18 @@ class Daemon:
     tiers: TierService | None = None
     bundles: BundleService | None = None
     counters: UsageCounters | None = None
+    caps: SharedCaps | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    notifier: Notifier = field(default_factory=NullNotifier)
+    thresholds: ThresholdAlerts | None = None
+    seats: SeatManager | None = None
+    admin: AccountAdmin | None = None
     connectors: list[SwitchConnector] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _side_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _seat_state: SeatState | None = None
+    _trials_announced: set[str] = field(default_factory=set)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -136,7 +159,7 @@ class Daemon:
         self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
         self.directory = directory = AccountDirectory(account_store)
         accounts = await directory.load()  # read once: live state, plans and the directory
-        count = await rebuild_live_state(accounts, ledger, live)
+        count = await rebuild_live_state(accounts, ledger, live, settings.caps.policy())
         self.counters = counters = UsageCounters(res.redis)
         self.tiers = tiers = TierService(res.engine, counters)
         self.bundles = bundles = BundleService(
@@ -151,6 +174,17 @@ class Daemon:
         self.routes = routes = RouteSelector(catalog, CarrierStore(res.engine))
         await routes.reload()
         auth = settings.authorization
+        self.admin = AccountAdmin(res.engine, live, settings.caps.policy())
+        self.notifier = build_notifier(settings.notifications)
+        await self.notifier.start()
+        self.thresholds = ThresholdAlerts(
+            res.redis, directory, self.notifier, settings.notifications.threshold_rules()
+        )
+        self.caps = caps = SharedCaps(
+            res.redis,
+            slot_ttl=settings.redis.lease_ttl,
+            call_ttl=auth.max_call_duration + settings.redis.lease_ttl,
+        )
         self.service = service = AuthorizationService(
             directory,
             catalog,
@@ -163,7 +197,12 @@ class Daemon:
             routes=routes,
             tiers=tiers,
             bundles=bundles,
+            caps=caps,
+            caps_policy=settings.caps.policy(),
         )
+        service.metrics = self.metrics
+        if self.notifier.enabled:
+            service.on_denial = self._on_denial
         self.settler = settler = Settler(
             RatedCallWriter(res.engine),
             live,
@@ -172,6 +211,8 @@ class Daemon:
             tiers=tiers,
             bundles=bundles,
             timezone_of=service.timezone,
+            caps=caps,
+            after_settle=self._after_settle,
         )
         settler.start()
         controls: dict[str, SwitchControl] = {}
@@ -184,6 +225,27 @@ class Daemon:
             authorize_unknown_calls=auth.unauthorized_calls == "authorize",
             bundles=bundles,
         )
+        sessions.on_cut = self._on_cut
+        if self.notifier.enabled:
+            sessions.on_debit = self._on_debit
+        policy = settings.caps.policy()
+
+        async def seat_limit_of(tenant: str) -> int | None:
+            account = await directory.get(tenant)
+            if account is None:
+                raise LookupError(tenant)
+            return seat_limit(account, policy)
+
+        self._seat_state = SeatState(res.redis, hold_ttl=settings.seats.hold_ttl)
+        self.seats = seats = SeatManager(
+            self._seat_state,
+            SeatSessions(res.engine),
+            seat_limit=seat_limit_of,
+            logoff=self._logoff_seat,
+            notify=self._notify,
+        )
+        await seats.restore()
+        dispatch = self._dispatcher(sessions, seats)
         default_switch = settings.switches[0].id if settings.switches else "default"
         peers = {peer: sw.id for sw in settings.switches for peer in sw.agi_peers}
         agi = FastAGIServer(
@@ -192,6 +254,7 @@ class Daemon:
             port=auth.fastagi_port,
             switch_for_peer=lambda peer: peers.get(peer, default_switch),
             default_switch_id=default_switch,
+            agent_authorizer=seats.authorize_agent,
         )
         await agi.start()
         self.fastagi_port = agi.port
@@ -200,13 +263,16 @@ class Daemon:
             build_authorize_app(
                 service,
                 default_switch_id=default_switch,
-                extra_routes=xml_curl_routes(
-                    service,
-                    default_switch_id=default_switch,
-                    contexts=auth.xml_curl_contexts,
-                    authorized_context=auth.authorized_context,
-                    accepting=lambda: service.accepting,
-                ),
+                extra_routes=[
+                    *xml_curl_routes(
+                        service,
+                        default_switch_id=default_switch,
+                        contexts=auth.xml_curl_contexts,
+                        authorized_context=auth.authorized_context,
+                        accepting=lambda: service.accepting,
+                    ),
+                    *agent_routes(seats.authorize_agent),
+                ],
             ),
             auth.http_host,
             auth.http_port,
@@ -217,13 +283,20 @@ class Daemon:
         for switch in settings.switches:
             connector = build_connector(
                 switch,
-                sessions.handle,
+                dispatch,
                 resync=self._resyncer(sessions, switch.untracked_calls),
                 authorizer=service,
+                seat_rules=settings.seats.rules(),
             )
             controls[switch.id] = connector
             self.connectors.append(connector)
             connector.start()
+        self._tasks.append(
+            asyncio.create_task(
+                self._refresh_accounts(directory, settings.caps.accounts_refresh_interval),
+                name="accounts-refresh",
+            )
+        )
         log.info(
             "ratekeeper started",
             accounts=count,
@@ -232,6 +305,148 @@ class Daemon:
             fastagi_port=self.fastagi_port,
             switches=[s.id for s in settings.switches],
         )
+
+    def _on_cut(self, session: CallSession, reason: str) -> None:
+        """A live call was cut: counted by reason, published."""
+        self.metrics.count_cut(reason)
+        if not self.notifier.enabled:
+            return
+        talked = 0.0 if not session.answered_clock else time.monotonic() - session.answered_clock
+        self.notifier.publish(
+            notifications.call_cut(
+                session.account,
+                switch_id=session.switch_id,
+                call_id=session.call_id,
+                reason=reason,
+                seconds=max(0, int(talked)),
+            )
+        )
+        if reason == "TRIAL_EXPIRED":
+            self._trial_over(session.account)
+
+    def _on_denial(self, request: AuthorizationRequest, decision: AuthorizationDecision) -> None:
+        """A denied authorization, published (and a trial's end, once)."""
+        reason = decision.reason.value
+        self.notifier.publish(
+            notifications.denial(
+                request.account,
+                switch_id=request.switch_id,
+                call_id=request.call_id,
+                caller=request.caller,
+                callee=request.callee,
+                reason=reason,
+            )
+        )
+        if reason == "TRIAL_EXPIRED":
+            self._trial_over(request.account)
+
+    def _trial_over(self, account_id: str) -> None:
+        """Publish an account's trial expiry once per process."""
+        if account_id in self._trials_announced:
+            return
+        self._trials_announced.add(account_id)
+        ended = datetime.now(UTC)
+        if self.directory is not None:
+            cached = self.directory.cached(account_id)
+            if cached is not None and cached.trial_ends_at is not None:
+                ended = cached.trial_ends_at
+        self.notifier.publish(
+            notifications.trial_expired(account_id, plan="trial", trial_ended_at=ended)
+        )
+
+    async def _on_debit(self, session: CallSession) -> None:
+        """After a debit tick: low-balance thresholds at the call's rate."""
+        if self.thresholds is not None and session.priced is not None:
+            rate = to_micros(session.priced.rate.rate)
+            await self.thresholds.check(session.account, rate)
+
+    @staticmethod
+    def _dispatcher(sessions: SessionManager, seats: SeatManager) -> EventHandler:
+        """Seat events to the seat manager, everything else to the session manager."""
+
+        async def dispatch(event: Event) -> None:
+            if isinstance(event, AgentLoggedIn | AgentLoggedOut):
+                await seats.handle(event)
+            else:
+                await sessions.handle(event)
+
+        return dispatch
+
+    async def _logoff_seat(self, switch_id: str, seat: str) -> None:
+        """Log a seat past its tenant's limit off its switch (``seats.over_limit``).
+
+        The command goes out in a task of its own: the event stream that reported the
+        login never waits for the switch's answer.
+        """
+        if self.settings.seats.over_limit != "logoff":
+            return
+        connector = next((c for c in self.connectors if c.switch_id == switch_id), None)
+        if connector is None:
+            log.error("no connector to log the seat off", switch_id=switch_id, seat=seat)
+            return
+        task = asyncio.create_task(connector.logoff_seat(seat), name=f"seat-logoff:{seat}")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _after_settle(self, record: RatedCallRecord, is_new: bool) -> None:
+        """A call was rated: published, low-balance thresholds checked, and a postpaid
+        account at its credit limit suspended."""
+        if not is_new or self.directory is None or self.admin is None:
+            return
+        if self.notifier.enabled:
+            self.notifier.publish(notifications.call_rated(record))
+            if self.thresholds is not None:
+                await self.thresholds.check(record.account_id, record.rate_micros or None)
+        account = await self.directory.get(record.account_id)
+        if account is None or account.billing != "postpaid":
+            return
+        suspended = await self.admin.check_postpaid(record.account_id)
+        if suspended is not None:
+            self.directory.put(suspended)
+            self._notify(
+                "account_suspended",
+                suspended.id,
+                {"reason": suspended.status_reason, "call_id": record.call_id},
+            )
+
+    def _notify(self, kind: str, tenant: str, payload: dict[str, object]) -> None:
+        """An event of a component (seats, suspensions) for metrics and the notifier."""
+        if kind == "seat_refused":
+            self.metrics.seat_refusals.labels(tenant or "-").inc()
+        notifier = self.notifier
+        if not notifier.enabled:
+            return
+        if kind.startswith("seat_"):
+            state = {"seat_logged_in": "logged_in", "seat_logged_out": "logged_out"}.get(
+                kind, "refused"
+            )
+            limit = payload.get("limit")
+            notifier.publish(
+                notifications.seat(
+                    tenant,
+                    switch_id=str(payload.get("switch_id", "")),
+                    agent=str(payload.get("seat", "")),
+                    state=state,
+                    seats_in_use=int(str(payload.get("live_seats", 0))),
+                    seat_limit=int(str(limit)) if limit is not None and limit != -1 else None,
+                )
+            )
+        elif kind == "account_suspended":
+            reason = str(payload.get("reason", ""))
+            notifier.publish(notifications.account_suspended(tenant, reason=reason))
+
+    @staticmethod
+    async def _refresh_accounts(directory: AccountDirectory, interval: float) -> None:
+        """Follow the accounts changed in SQL by the CLI or the API (caps, trials, ...)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                changed = await directory.refresh()
+            except Exception as exc:  # SQL down: try again next time
+                log.warning("accounts refresh failed", error=str(exc))
+                continue
+            if changed:
+                log.debug("accounts refreshed", changed=len(changed))
 
     @staticmethod
     def _resyncer(sessions: SessionManager, policy: UntrackedPolicy) -> Resyncer:
@@ -282,6 +497,10 @@ class Daemon:
         """Drain: refuse authorizations, stop listeners and connectors, finish settlements."""
         if self.service is not None:
             self.service.accepting = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         for server in reversed(self._servers):
             try:
                 closer = getattr(server, "stop", None) or server.close
@@ -290,12 +509,20 @@ class Daemon:
                 log.warning("listener close failed", error=str(exc))
         for connector in self.connectors:
             await connector.close()
+        for side in list(self._side_tasks):
+            side.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        if self._seat_state is not None:
+            await self._seat_state.aclose()
+        await self.notifier.aclose()
         if self.sessions is not None:
             await self.sessions.close()
         if self.settler is not None:
             await self.settler.close()
         if self.counters is not None:
             await self.counters.aclose()
+        if self.caps is not None:
+            await self.caps.aclose()
         if self.bundles is not None:
             await self.bundles.balances.aclose()
         if self.resources is not None:

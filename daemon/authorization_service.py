@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,11 +30,14 @@ import structlog
 
 from balance.accounts import Account
 from balance.bundles import BundleCover, BundleGrant, BundleService
+from balance.caps import CapScope, SharedCaps
 from balance.live import LiveState
 from balance.usage import TierService
 from daemon.account_directory import AccountDirectory
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
+from daemon.caps_policy import CapsPolicy, trial_denies
 from daemon.lcr_service import RouteSelector
+from daemon.metrics import Metrics
 from daemon.reseller_chain import ResellerChains
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
 from tariffs.bundles import CallTerms, bundle_seconds_for, terms_cost, terms_max_usage
@@ -46,7 +50,9 @@ log = structlog.get_logger(__name__)
 _LIVE_REASONS = {
     "UNKNOWN_ACCOUNT": Reason.UNKNOWN_ACCOUNT,
     "ACCOUNT_SUSPENDED": Reason.ACCOUNT_SUSPENDED,
+    "TRIAL_EXPIRED": Reason.TRIAL_EXPIRED,
     "CONCURRENCY_LIMIT": Reason.CONCURRENCY_LIMIT,
+    "CPS_LIMIT": Reason.CPS_LIMIT,
     "INSUFFICIENT_CREDIT": Reason.INSUFFICIENT_CREDIT,
 }
 
@@ -63,6 +69,8 @@ def _slice_costs(info: DeckInfo, rate: Rate, debit_interval: int) -> tuple[int, 
 def _now() -> datetime:
     return datetime.now(UTC)
 
+
+_MAX_CHAIN_DEPTH = 32  # as balance.accounts: a reseller chain is never deeper
 
 PRICED_CALLS_KEPT = 100_000
 """How many authorized calls' prices are remembered until their answer (oldest dropped)."""
@@ -95,8 +103,16 @@ class AuthorizationService:
         *,
         tiers: TierService | None = None,
         bundles: BundleService | None = None,
+        caps: SharedCaps | None = None,
+        caps_policy: CapsPolicy | None = None,
     ) -> None:
         self._accounts = accounts
+        self._caps = caps
+        self._caps_policy = caps_policy or CapsPolicy()
+        self._reseller_cache: dict[str, tuple[CapScope, ...]] = {}
+        self._scopes_generation = -1
+        self._trunk_cache: dict[tuple[str, ...], tuple[CapScope, ...]] = {}
+        self._trunks_generation = -1
         self._tiers = tiers
         self._bundles = bundles
         self._catalog = catalog
@@ -112,6 +128,9 @@ class AuthorizationService:
         )
         self._priced_calls: dict[str, PricedDestination] = {}  # insertion-ordered
         self.accepting = True
+        self.metrics: Metrics | None = None  # set by the daemon: answers counted by reason
+        # set by the daemon: denials published as events (never raises)
+        self.on_denial: Callable[[AuthorizationRequest, AuthorizationDecision], None] | None = None
 
     @property
     def policy(self) -> AuthorizationPolicy:
@@ -143,6 +162,11 @@ class AuthorizationService:
             usage = await self._tiers.usage_at(account.id, at or _now(), account.timezone)
             priced = dataclasses.replace(priced, terms=CallTerms.of(plan, usage))
         return priced
+
+    @property
+    def caps(self) -> SharedCaps | None:
+        """The shared caps (resellers', trunks'); None when not wired."""
+        return self._caps
 
     @property
     def bundles(self) -> BundleService | None:
@@ -179,7 +203,15 @@ class AuthorizationService:
         return account.currency if account is not None else "XXX"
 
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
-        """Decide on one call and reserve its first slice of credit."""
+        """Decide on one call and reserve its first slice of credit (counted by reason)."""
+        decision = await self._authorize(request)
+        if self.metrics is not None:
+            self.metrics.count_authorization(decision)
+        if not decision.allowed and self.on_denial is not None:
+            self.on_denial(request, decision)
+        return decision
+
+    async def _authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
         if not self.accepting:
             return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
         if not request.account or not request.callee:
@@ -187,8 +219,10 @@ class AuthorizationService:
         account = await self._accounts.get(request.account)
         if account is None:
             return AuthorizationDecision.deny(Reason.UNKNOWN_ACCOUNT)
-        if account.status != "active":
-            return AuthorizationDecision.deny(Reason.ACCOUNT_SUSPENDED)
+        # Status and the trial window are checked by the reservation in Redis, which an
+        # operator's change reaches at once; the cached account may be a moment old.
+        if trial_denies(account, request.callee, self._caps_policy):
+            return AuthorizationDecision.deny(Reason.TRIAL_RESTRICTED)
         priced = self._price(account, request.callee, None)
         if priced is not None and account.parent_id is not None:
             priced = await self._chains.attach(account, request.callee, priced, None)
@@ -209,10 +243,19 @@ class AuthorizationService:
             if selection.ranked:  # no carrier for the number: nothing to keep
                 priced = dataclasses.replace(priced, selection=selection)
         priced = await self._with_plans(account, request.callee, priced, now)
+        key = reservation_key(request.switch_id, request.call_id)
+        shared = await self._shared_scopes(account, priced)
+        if shared is not None:  # resellers' and trunks' caps: one script, before any money
+            admission = await self._admit_shared(key, shared, priced)
+            if isinstance(admission, AuthorizationDecision):
+                return admission
+            priced = admission
         if priced.chain:  # every account of the reseller chain reserves (daemon.reseller_chain)
             decision, priced = await self._reserve_chain(request, priced)
         else:
             decision, priced = await self._reserve(request, priced)
+        if shared is not None and not decision.allowed and self._caps is not None:
+            await self._caps.release(key, refund=True)
         if decision.allowed:
             self._remember(reservation_key(request.switch_id, request.call_id), priced)
             if priced.selection is not None and priced.selection.routes:
@@ -241,6 +284,98 @@ class AuthorizationService:
                                           callee, priced, now)  # fmt: skip
         terms = CallTerms.of(plan) if usage is None else CallTerms.of(plan, usage)
         return dataclasses.replace(priced, terms=terms, bundle=cover)
+
+    async def _shared_scopes(
+        self, account: Account, priced: PricedDestination
+    ) -> tuple[tuple[CapScope, ...], tuple[CapScope, ...]] | None:
+        """The shared caps a call of ``account`` must pass (None: it has none).
+
+        Required: every reseller above the account that caps its customers. Alternatives:
+        the trunks of the route list, in route order, when any of them is capped.
+        """
+        if self._caps is None:
+            return None
+        required = await self._reseller_scopes(account)
+        alternatives: tuple[CapScope, ...] = ()
+        selection = priced.selection
+        if selection is not None and selection.ranked and self._routes is not None:
+            alternatives = self._trunk_scopes(tuple(r.carrier for r in selection.ranked))
+        if not required and not alternatives:
+            return None
+        return required, alternatives
+
+    async def _reseller_scopes(self, account: Account) -> tuple[CapScope, ...]:
+        """The capped resellers above ``account`` (cached until an account changes)."""
+        generation = self._accounts.generation
+        if self._scopes_generation != generation:
+            self._reseller_cache.clear()
+            self._scopes_generation = generation
+        found = self._reseller_cache.get(account.id)
+        if found is not None:
+            return found
+        required: list[CapScope] = []
+        parent_id = account.parent_id
+        for _ in range(_MAX_CHAIN_DEPTH):
+            if parent_id is None:
+                break
+            parent = await self._accounts.get(parent_id)
+            if parent is None:
+                break
+            if (
+                parent.customers_concurrency_limit is not None
+                or parent.customers_cps_limit is not None
+            ):
+                required.append(
+                    CapScope(
+                        f"reseller:{parent.id}",
+                        parent.customers_concurrency_limit,
+                        parent.customers_cps_limit,
+                    )
+                )
+            parent_id = parent.parent_id
+        self._reseller_cache[account.id] = scopes = tuple(required)
+        return scopes
+
+    def _trunk_scopes(self, carriers: tuple[str, ...]) -> tuple[CapScope, ...]:
+        """The trunks of a route list as alternatives, when any is capped (cached)."""
+        routes = self._routes
+        assert routes is not None
+        if self._trunks_generation != routes.generation:
+            self._trunk_cache.clear()
+            self._trunks_generation = routes.generation
+        found = self._trunk_cache.get(carriers)
+        if found is None:
+            trunks = [routes.carrier(carrier) for carrier in carriers]
+            found = ()
+            if any(t is not None and t.capped for t in trunks):
+                found = tuple(
+                    CapScope(f"trunk:{carrier}")
+                    if t is None
+                    else CapScope(f"trunk:{carrier}", t.concurrency_limit, t.cps_limit)
+                    for carrier, t in zip(carriers, trunks, strict=True)
+                )
+            if len(self._trunk_cache) > 10_000:
+                self._trunk_cache.clear()
+            self._trunk_cache[carriers] = found
+        return found
+
+    async def _admit_shared(
+        self,
+        key: str,
+        shared: tuple[tuple[CapScope, ...], tuple[CapScope, ...]],
+        priced: PricedDestination,
+    ) -> PricedDestination | AuthorizationDecision:
+        """Admit the call on its shared scopes; the routes from the trunk that took it."""
+        assert self._caps is not None
+        required, alternatives = shared
+        admission = await self._caps.acquire(key, required, alternatives)
+        if not admission.ok:
+            log.info("shared cap denied", reason=admission.reason, scope=admission.scope)
+            return AuthorizationDecision.deny(_LIVE_REASONS[admission.reason])
+        selection = priced.selection
+        if admission.taken and selection is not None:  # earlier trunks are full
+            selection = selection.starting_at(admission.taken)
+        return dataclasses.replace(priced, selection=selection, shared_caps=True)
 
     def _remember(self, key: str, priced: PricedDestination) -> None:
         calls = self._priced_calls
@@ -336,7 +471,7 @@ class AuthorizationService:
         else:
             seconds = terms_max_usage(priced.info, priced.rate, credit, reachable, limit=limit)
         if seconds <= 0:
-            await self._live.release(account_id, key)
+            await self._live.release(account_id, key, refund=True)
             return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)
         terms = priced.terms
         return AuthorizationDecision(

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import typer
 
+import daemon.cli_caps  # noqa: F401  (accounts caps|suspend|resume|trial|convert)
 from daemon.cli_accounts import accounts_app, calls_app, topup
 from daemon.cli_carriers import carriers_app, margin_app
 from daemon.cli_plans import bundles_app, tiers_app
 from daemon.cli_rerate import rerate
+from daemon.cli_seats import seats_app
 from daemon.cli_support import CliState, emit, err_console, fail, run_async, state
+from daemon.cli_usage import usage_app
 from daemon.logging_setup import configure_logging
 from tariffs.csv_deck import DeckImportError, dump_deck_csv, parse_deck_csv
 from tariffs.deck import DeckInfo, Rounding
@@ -35,6 +38,8 @@ app.add_typer(margin_app, name="margin")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(bundles_app, name="bundles")
 app.add_typer(config_app, name="config")
+app.add_typer(seats_app, name="seats")
+app.add_typer(usage_app, name="usage")
 app.command("topup")(topup)
 app.command("rerate")(rerate)
 

@@ -12,6 +12,7 @@ from balance.accounts import Account, AccountError, AccountStore
 from balance.ledger import Ledger, LedgerError
 from balance.live import LiveState
 from balance.rated_calls import RatedCallWriter
+from daemon.account_admin import AccountAdmin
 from daemon.app import open_resources
 from daemon.cli_support import emit, fail, run_async, state
 from tariffs.money import MoneyError, format_money, from_micros, parse_amount, to_micros
@@ -91,18 +92,12 @@ def accounts_create(
 
 
 async def _sync_live(res: Any, account: Account) -> None:
-    from balance.live import AccountLimits
+    """Write the account's hot state to Redis: a change takes effect at once."""
+    from daemon.caps_policy import account_limits
 
     balance = await Ledger(res.engine).balance_micros(account.id)
-    await LiveState(res.redis, batch=False).load_account(
-        AccountLimits(
-            account_id=account.id,
-            status=account.status,
-            balance_micros=balance,
-            credit_limit_micros=account.credit_limit_micros,
-            concurrency_limit=account.concurrency_limit,
-        )
-    )
+    policy = res.settings.caps.policy()
+    await LiveState(res.redis, batch=False).load_account(account_limits(account, balance, policy))
 
 
 @accounts_app.command("show")
@@ -177,9 +172,10 @@ def topup(
         try:
             ledger = Ledger(res.engine)
             result = await ledger.topup(account_id, value, idempotency_key, description)
-            await LiveState(res.redis, batch=False).credit(
-                account_id, result.amount_micros, idempotency_key
-            )
+            live = LiveState(res.redis, batch=False)
+            await live.credit(account_id, result.amount_micros, idempotency_key)
+            # a postpaid account suspended at its credit limit is resumed by the payment
+            await AccountAdmin(res.engine, live, settings.caps.policy()).after_payment(account_id)
             row = {k: str(v) for k, v in dataclasses.asdict(result).items()}
             row["amount"] = str(from_micros(result.amount_micros))
             row["balance"] = format_money(await ledger.balance_micros(account_id))

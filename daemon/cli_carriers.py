@@ -25,7 +25,17 @@ T = TypeVar("T")
 carriers_app = typer.Typer(help="LCR carriers: buy decks and dial templates.", no_args_is_help=True)
 margin_app = typer.Typer(help="Margin guards of accounts and resellers.", no_args_is_help=True)
 
-CARRIER_COLUMNS = ["id", "name", "buy_deck", "dial_template", "priority", "weight", "enabled"]
+CARRIER_COLUMNS = [
+    "id",
+    "name",
+    "buy_deck",
+    "dial_template",
+    "priority",
+    "weight",
+    "enabled",
+    "concurrency_limit",
+    "cps_limit",
+]
 GUARD_COLUMNS = ["scope", "account", "min_margin", "min_margin_percent"]
 
 
@@ -54,6 +64,8 @@ def _carrier_row(carrier: Carrier) -> dict[str, Any]:
         "priority": carrier.priority,
         "weight": carrier.weight,
         "enabled": carrier.enabled,
+        "concurrency_limit": carrier.concurrency_limit,
+        "cps_limit": carrier.cps_limit,
     }
 
 
@@ -83,12 +95,26 @@ def carriers_add(
     weight: int = typer.Option(0, min=0, help="Among equal costs and priorities, higher first."),
     name: str = typer.Option("", help="Display name."),
     disabled: bool = typer.Option(False, "--disabled", help="Add it disabled."),
+    concurrency_limit: int | None = typer.Option(
+        None, min=0, help="Trunk cap: live calls on this carrier."
+    ),
+    cps_limit: int | None = typer.Option(None, min=0, help="Trunk cap: calls per second."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Add a carrier with its buy deck and dial template."""
+    """Add a carrier with its buy deck, dial template and trunk caps."""
     settings = state(ctx).settings()
     try:
-        carrier = Carrier(carrier_id, name, deck, dial, priority, weight, not disabled)
+        carrier = Carrier(
+            carrier_id,
+            name,
+            deck,
+            dial,
+            priority,
+            weight,
+            not disabled,
+            concurrency_limit=concurrency_limit,
+            cps_limit=cps_limit,
+        )
     except LcrError as exc:
         raise fail(str(exc)) from exc
 

@@ -9,6 +9,12 @@ translator, under one lock shared with the timer, so the events of a call stay i
 A subclass supplies the protocol: ``_run_client``, ``_close_client``, ``_list_live`` +
 ``_inject`` + ``_live_calls`` (resync), ``_translate`` + ``_expire`` and the resync target
 methods (``tracked_calls``, ``forget``, ``adopt``), and ``hangup``.
+
+Agent seats follow the same stream: every item also goes through the seat translator
+(``_translate_seats``), and on every connection the switch's seats are listed
+(``_list_seats``) and reconciled where the answer arrived (``_adopt_seats``), so a seat
+that logged in or out while the daemon was away is seen. ``logoff_seat`` logs a seat
+off the switch (past its tenant's seat limit).
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ import structlog
 
 from connectors.events import Event, SwitchConnected, SwitchDisconnected
 from connectors.live_calls import LiveCall
-from daemon.connector_types import EventHandler, Resyncer, ResyncListing, wall_clock
+from daemon.connector_types import (
+    EventHandler,
+    Resyncer,
+    ResyncListing,
+    SeatListing,
+    wall_clock,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +109,22 @@ class ConnectorBase(ABC):
     async def hangup(self, channel: str, cause: int = 16, reason: str = "") -> None:
         """Cut one channel."""
 
+    @abstractmethod
+    def _translate_seats(self, item: object) -> list[Event]:
+        """The seat events (AgentLoggedIn / AgentLoggedOut) of one protocol item."""
+
+    @abstractmethod
+    async def _list_seats(self) -> object | None:
+        """The switch's seat listing (None: the switch has no seats to list)."""
+
+    @abstractmethod
+    def _adopt_seats(self, items: object) -> list[Event]:
+        """Reconcile the seats with a listing: the seats that came and went meanwhile."""
+
+    @abstractmethod
+    async def logoff_seat(self, seat: str) -> None:
+        """Log one agent seat off the switch (errors are logged, not raised)."""
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -120,9 +148,11 @@ class ConnectorBase(ABC):
         if isinstance(item, SwitchConnected):
             self.connected = True
             await self._handler(item)
+            listings = [self._request_seats()]
             if self._resync is not None:
-                task = asyncio.create_task(self._request_listing(), name=f"{self.protocol}-resync")
-                self._tasks = [t for t in self._tasks if not t.done()] + [task]
+                listings.append(self._request_listing())
+            tasks = [asyncio.create_task(c, name=f"{self.protocol}-resync") for c in listings]
+            self._tasks = [t for t in self._tasks if not t.done()] + tasks
             return
         if isinstance(item, SwitchDisconnected):
             self.connected = False
@@ -133,9 +163,16 @@ class ConnectorBase(ABC):
         if isinstance(payload, ResyncListing):
             await self._apply_listing(payload)
             return
+        if isinstance(payload, SeatListing):
+            async with self._lock:
+                for event in self._adopt_seats(payload.items):
+                    await self._handler(event)
+            return
         self._before_translate(item)
         async with self._lock:
             for event in self._translate(item):
+                await self._handler(event)
+            for event in self._translate_seats(item):
                 await self._handler(event)
 
     def _before_translate(self, item: object) -> None:  # noqa: B027 - an optional hook
@@ -150,6 +187,16 @@ class ConnectorBase(ABC):
             log.error("resync: cannot list channels", switch_id=self.switch_id, error=str(exc))
             return
         self._inject(ResyncListing(items, candidates))
+
+    async def _request_seats(self) -> None:
+        """List the agent seats; the answer joins the event stream where it arrived."""
+        try:
+            items = await self._list_seats()
+        except Exception as exc:
+            log.warning("resync: cannot list seats", switch_id=self.switch_id, error=str(exc))
+            return
+        if items is not None:
+            self._inject(SeatListing(items))
 
     async def _apply_listing(self, listing: ResyncListing) -> None:
         if self._resync is None:

@@ -13,9 +13,7 @@ from connectors.live_calls import LiveCall
 from daemon.resync import ResyncTarget
 
 EventHandler = Callable[[Event], Awaitable[None]]
-Resyncer = Callable[
-    [str, Sequence[LiveCall], ResyncTarget, Decimal, set[str]], Awaitable[object]
-]
+Resyncer = Callable[[str, Sequence[LiveCall], ResyncTarget, Decimal, set[str]], Awaitable[object]]
 """Reconcile (switch_id, listing, target, lost_at, candidates): see daemon/resync.py."""
 
 
@@ -25,6 +23,14 @@ class ResyncListing:
 
     items: Sequence[Mapping[str, str]]
     candidates: set[str]  # calls tracked when the listing was requested
+
+
+@dataclass(frozen=True, slots=True)
+class SeatListing:
+    """The switch's agent seats (AMI QueueStatus + Agents items, ESL ``callcenter_config
+    agent list`` text), injected into the event stream where it was answered."""
+
+    items: object
 
 
 def wall_clock() -> Decimal:

@@ -145,6 +145,28 @@ def to_authorization_request(env: AGIEnvironment, *, switch_id: str) -> Authoriz
     )
 
 
+AGENT_SCRIPT = "authorize_agent"
+"""``AGI(agi://host:4573/authorize_agent,AGENT[,ACCOUNT])``: the pre-login seat check."""
+
+
+def to_agent_request(env: AGIEnvironment) -> tuple[str, str]:
+    """(tenant, seat) of an ``authorize_agent`` session.
+
+    ``agi_arg_1`` the seat id (e.g. ``Agent:1001``, ``PJSIP/1002``), ``agi_arg_2`` the
+    tenant, falling back to the channel's ``agi_accountcode``.
+    """
+    agent = _checked("agent", env.get("arg_1"), required=True)
+    tenant = _checked("accountcode", _field(env, 2, "accountcode"), required=True)
+    if any(ch.isspace() for ch in agent):
+        raise FastAGIBadRequest(f"agent: no spaces allowed, got {agent!r}")
+    return tenant, agent
+
+
+def agent_variables(allowed: bool, reason: str) -> list[tuple[str, str]]:
+    """The channel variables of a seat answer; ``AGENT_AUTH_RESULT`` last (fail closed)."""
+    return [("AGENT_AUTH_REASON", reason), ("AGENT_AUTH_RESULT", "ALLOW" if allowed else "DENY")]
+
+
 def decision_variables(decision: AuthorizationDecision) -> list[tuple[str, str]]:
     """The channel variables of an answer, in the order they are sent.
 

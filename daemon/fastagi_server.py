@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -25,16 +25,19 @@ from daemon.authorization import (
     Reason,
 )
 from daemon.fastagi_protocol import (
+    AGENT_SCRIPT,
     MAX_HEADER_LINES,
     AGIEnvironment,
     FastAGIBadRequest,
     FastAGIProtocolError,
     FastAGISessionEnded,
+    agent_variables,
     answer_block,
     decision_variables,
     deny_variables,
     parse_environment,
     parse_reply,
+    to_agent_request,
     to_authorization_request,
 )
 
@@ -90,8 +93,10 @@ class FastAGIServer:
         header_timeout: float = 5.0,
         command_timeout: float = 5.0,
         authorize_timeout: float = 4.0,
+        agent_authorizer: Callable[[str, str], Awaitable[tuple[bool, str]]] | None = None,
     ) -> None:
         self._authorizer = authorizer
+        self._agent_authorizer = agent_authorizer
         self._host = host
         self._requested_port = port
         self._switch_for_peer = switch_for_peer
@@ -169,6 +174,9 @@ class FastAGIServer:
         async with asyncio.timeout(self._header_timeout):
             env = await _read_environment(lines)
         call_id = env.get("uniqueid")
+        if env.script == AGENT_SCRIPT and self._agent_authorizer is not None:
+            await self._answer(lines, writer, await self._decide_agent(env, peer_host))
+            return
         with structlog.contextvars.bound_contextvars(call_id=call_id):
             try:
                 request = to_authorization_request(env, switch_id=self._switch_id(peer_host))
@@ -179,6 +187,22 @@ class FastAGIServer:
                 decision = await self._decide(request)
                 variables = decision_variables(decision)
             await self._answer(lines, writer, variables)
+
+    async def _decide_agent(self, env: AGIEnvironment, peer_host: str) -> list[tuple[str, str]]:
+        """The seat answer of an ``authorize_agent`` session."""
+        assert self._agent_authorizer is not None
+        try:
+            tenant, agent = to_agent_request(env)
+        except FastAGIBadRequest as exc:
+            log.warning("fastagi bad agent request", peer=peer_host, error=str(exc))
+            return agent_variables(False, Reason.BAD_REQUEST.value)
+        try:
+            async with asyncio.timeout(self._authorize_timeout):
+                allowed, reason = await self._agent_authorizer(tenant, agent)
+        except Exception:  # the boundary: any failure answers SERVICE_UNAVAILABLE
+            log.error("agent authorizer failed", tenant=tenant, agent=agent, exc_info=True)
+            return agent_variables(False, Reason.SERVICE_UNAVAILABLE.value)
+        return agent_variables(allowed, reason)
 
     def _switch_id(self, peer_host: str) -> str:
         if self._switch_for_peer is not None:

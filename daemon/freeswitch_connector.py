@@ -7,6 +7,9 @@ events go to the session manager's handler. A CHANNEL_PARK in one of the switch'
 Redis. On every (re)connection ``show channels as json`` is listed and reconciled at its
 place in the stream. Calls are cut with ``uuid_kill <uuid> <cause>``, the reason code
 first recorded in the channel variable ``rk_cut_reason`` (it lands in the switch's CDR).
+Agent seats come from ``callcenter::info`` events (``ESLSeatTranslator``); on every
+connection ``callcenter_config agent list`` is read and reconciled; a seat is logged off
+with ``callcenter_config agent set status <agent> 'Logged Out'``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from connectors.esl.client import ESLClient, ESLSettings
 from connectors.esl.errors import ESLError
 from connectors.esl.listing import live_calls_from_rows
 from connectors.esl.parser import ESLEvent
+from connectors.esl.seats import ESLSeatTranslator
 from connectors.esl.translator import ESLTranslator
 from connectors.events import CallAnswered, CallStarted, Event
 from connectors.live_calls import LiveCall
+from connectors.seat_tenants import SeatTenantRules
 from daemon.authorization import Authorizer, Reason
 from daemon.connector_base import ConnectorBase
 from daemon.connector_types import EventHandler, Resyncer, wall_clock
@@ -60,9 +65,11 @@ class FreeSwitchConnector(ConnectorBase):
         resync: Resyncer | None = None,
         authorizer: Authorizer | None = None,
         expire_every: float = 0.5,
+        seat_rules: SeatTenantRules | None = None,
     ) -> None:
         super().__init__(settings.id, handler, resync=resync, expire_every=expire_every)
         self._translator = ESLTranslator(settings.id)
+        self._seats = ESLSeatTranslator(settings.id, seat_rules or SeatTenantRules())
         self._client = ESLClient(
             ESLSettings(
                 host=settings.host,
@@ -186,3 +193,34 @@ class FreeSwitchConnector(ConnectorBase):
 
     def _expire(self, now: float) -> list[Event]:
         return self._translator.expire(now)
+
+    async def logoff_seat(self, seat: str) -> None:
+        """Log a callcenter agent out (``callcenter_config agent set status``)."""
+        try:
+            reply = await self._client.api(self._seats.logoff_command(seat))
+        except (ESLError, ValueError) as exc:
+            log.warning("seat logoff failed", switch_id=self.switch_id, seat=seat, error=str(exc))
+            return
+        if reply.startswith("-ERR"):
+            log.warning("seat logoff refused", switch_id=self.switch_id, seat=seat, reply=reply)
+
+    def present_seats(self) -> dict[str, str]:
+        """The seats present on this switch: seat -> tenant."""
+        return self._seats.present()
+
+    def _translate_seats(self, item: object) -> list[Event]:
+        return self._seats.feed(item) if isinstance(item, ESLEvent) else []
+
+    async def _list_seats(self) -> object | None:
+        text = await self._client.api("callcenter_config agent list")
+        if text.startswith("-ERR") or "|" not in text:  # mod_callcenter not loaded
+            return None
+        return text
+
+    def _adopt_seats(self, items: object) -> list[Event]:
+        assert isinstance(items, str)
+        try:
+            return self._seats.adopt_listing(items, wall_clock())
+        except ValueError as exc:
+            log.warning("seat listing not understood", switch_id=self.switch_id, error=str(exc))
+            return []

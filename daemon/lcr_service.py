@@ -15,7 +15,7 @@ the carrier, its buy cost and the margin for the rated call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -70,6 +70,12 @@ class RouteSelection:
         buy = to_micros(carrier_cost(route, duration))
         return CarrierCharge(route.carrier, buy, cost_micros - buy)
 
+    def starting_at(self, index: int) -> RouteSelection:
+        """The same selection without its first ``index`` routes (trunks at capacity)."""
+        if index <= 0:
+            return self
+        return RouteSelection(self.routes[index:], self.denied, self.ranked[index:])
+
 
 NO_ROUTES = RouteSelection()
 
@@ -78,6 +84,7 @@ NO_ROUTES = RouteSelection()
 class _Snapshot:
     carriers: tuple[Carrier, ...]
     guards: GuardBook
+    by_id: dict[str, Carrier] = field(default_factory=dict)
 
 
 class RouteSelector:
@@ -87,12 +94,14 @@ class RouteSelector:
         self._catalog = catalog
         self._store = store
         self._snapshot = _Snapshot((), GuardBook())
+        self.generation = 0  # bumped on every reload
 
     async def reload(self) -> int:
         """Load carriers, guards and reseller links from SQL; the number of enabled carriers."""
         carriers = tuple(c for c in await self._store.list() if c.enabled)
         guards = await self._store.load_guard_book()
-        self._snapshot = _Snapshot(carriers, guards)
+        self._snapshot = _Snapshot(carriers, guards, {c.id: c for c in carriers})
+        self.generation += 1
         log.info(
             "carriers loaded",
             carriers=len(carriers),
@@ -104,6 +113,10 @@ class RouteSelector:
     def carriers(self) -> tuple[Carrier, ...]:
         """The enabled carriers in force."""
         return self._snapshot.carriers
+
+    def carrier(self, carrier_id: str) -> Carrier | None:
+        """The enabled carrier with this id (its trunk caps), or None."""
+        return self._snapshot.by_id.get(carrier_id)
 
     def select(
         self, account_id: str, callee: str, sell: PricedDestination, at: datetime

@@ -157,7 +157,9 @@ class ResellerChains:
         denied = next((reason for reason, _, _ in outcomes if reason != "OK"), None)
         if denied is not None:
             held = [p[0] for p, (_, _, got) in zip(prices, outcomes, strict=True) if got]
-            await asyncio.gather(*(self._live.release(account, key) for account in held))
+            await asyncio.gather(
+                *(self._live.release(account, key, refund=True) for account in held)
+            )
             log.info("chain denied", reason=denied, accounts=[p[0] for p in prices])
             return AuthorizationDecision.deny(_REASONS.get(denied, Reason.INSUFFICIENT_CREDIT))
         return AuthorizationDecision(
@@ -223,9 +225,7 @@ class ChainHold:
         return min(await asyncio.gather(*(extend(i) for i in tracked)))
 
 
-async def settle_chain(
-    live: LiveState, record: RatedCallRecord, key: str, *, is_new: bool
-) -> None:
+async def settle_chain(live: LiveState, record: RatedCallRecord, key: str, *, is_new: bool) -> None:
     """Settle (new call) or release (duplicate) every reseller level of a rated call.
 
     A reseller's hot balance gets ``-wholesale`` (settle, once per call) and ``+retail

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,7 +80,11 @@ class CallSession:
     chain_hold: ChainHold | None = None  # the reseller levels' reservations (if a chain)
     bundle_held: int = 0  # bundled seconds the call holds (its priced bundle's lease)
     bundle_exhausted: bool = False  # the bundle gave less than asked: the rest is money
+    renewal_denied: str = ""  # ACCOUNT_SUSPENDED / TRIAL_EXPIRED: the account refused to extend
     debit_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+_RENEWAL_DENIALS = frozenset({"ACCOUNT_SUSPENDED", "TRIAL_EXPIRED"})
 
 
 def _moment(epoch: Decimal | None) -> datetime | None:
@@ -120,6 +124,9 @@ class SessionManager:
         self._clock = clock or (lambda: asyncio.get_running_loop().time())
         self._sessions: dict[tuple[str, str], CallSession] = {}
         self.cuts: list[tuple[str, str, str]] = []  # (switch_id, call_id, reason)
+        self.on_cut: Callable[[CallSession, str], None] | None = None  # metrics, events
+        # after each debit tick of an answered call (low-balance alerts)
+        self.on_debit: Callable[[CallSession], Awaitable[None]] | None = None
 
     def live_sessions(self) -> list[CallSession]:
         """The calls in progress."""
@@ -245,12 +252,21 @@ class SessionManager:
             session.reservation_key = reservation_key(session.switch_id, session.call_id)
             kept = self._authorizer.priced_call(session.reservation_key)  # priced at start above
             if kept is not None and session.priced is not None:  # but its plans as authorized
-                session.priced = replace(session.priced, terms=kept.terms, bundle=kept.bundle)
+                session.priced = replace(
+                    session.priced,
+                    terms=kept.terms,
+                    bundle=kept.bundle,
+                    shared_caps=kept.shared_caps,
+                )
             session.reserved_micros = await self._reserved(session.account, session.reservation_key)
         else:
             return
         if session.priced is not None and session.priced.bundle is not None:
             await self._hold_bundle(session, session.priced, self._debit_interval)
+        if session.priced is not None and session.priced.shared_caps:
+            caps = self._authorizer.caps  # a reseller's or trunk's slot: held to the end
+            if caps is not None:
+                await caps.hold(session.reservation_key)
         if session.priced is not None and session.priced.chain:
             session.chain_hold = await ChainHold.load(
                 self._live, session.priced.chain, session.reservation_key
@@ -286,6 +302,14 @@ class SessionManager:
                     elapsed = self._clock() - session.answered_clock
                     target = math.ceil(elapsed) + self._debit_interval
                     covered = await self._extend_to(session, priced, target)
+                    if self.on_debit is not None:
+                        try:
+                            await self.on_debit(session)
+                        except Exception:  # an alert never stops the debit loop
+                            log.exception("debit hook failed")
+                    if session.renewal_denied == "ACCOUNT_SUSPENDED":
+                        await self._cut(session, session.renewal_denied)  # at once
+                        return
                     if covered < target:
                         await asyncio.sleep(
                             max(0.0, session.answered_clock + covered - self._clock())
@@ -293,7 +317,10 @@ class SessionManager:
                         # one last try: a top-up may have arrived meanwhile
                         covered = await self._extend_to(session, priced, covered + 1)
                         if covered <= math.ceil(self._clock() - session.answered_clock):
-                            await self._cut(session, "INSUFFICIENT_CREDIT")
+                            # a trial that ended is not renewed: the call ran out its slice
+                            await self._cut(
+                                session, session.renewal_denied or "INSUFFICIENT_CREDIT"
+                            )
                             return
                         continue
                     await asyncio.sleep(self._debit_interval)
@@ -312,9 +339,7 @@ class SessionManager:
         total = bundle_seconds_for(priced.rate, seconds)
         if total <= session.bundle_held and session.bundle_held > 0:
             return
-        grant = await self._bundles.reserve(
-            session.account, cover, session.reservation_key, total
-        )
+        grant = await self._bundles.reserve(session.account, cover, session.reservation_key, total)
         session.bundle_held = grant.held_seconds
         session.bundle_exhausted = not grant.ok
 
@@ -335,6 +360,8 @@ class SessionManager:
             )
             if result.reason != "UNKNOWN_CALL":  # a partial grant still counts
                 session.reserved_micros = result.reserved_micros
+            if result.reason in _RENEWAL_DENIALS:
+                session.renewal_denied = result.reason
         credit = from_micros(session.reserved_micros)
         if terms.plain:
             covered = max_usage(priced.info, priced.rate, credit)
@@ -349,6 +376,8 @@ class SessionManager:
     async def _cut(self, session: CallSession, reason: str) -> None:
         session.cut_reason = reason
         self.cuts.append((session.switch_id, session.call_id, reason))
+        if self.on_cut is not None:
+            self.on_cut(session, reason)
         control = self._controls.get(session.switch_id)
         log.warning("cutting call", reason=reason, channel=session.channel)
         if control is None:

@@ -29,6 +29,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -44,6 +45,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connectors.seat_tenants import SeatTenantRules
+from daemon.caps_policy import CapsPolicy, TrialPolicy
+from daemon.notification_settings import NotificationSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/ratekeeper/ratekeeper.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/ratekeeper")
@@ -184,7 +189,7 @@ class SwitchSettings(_Section):
         if self.kind == "asterisk" and not self.username:
             raise ValueError("username is required for an asterisk switch")
         if self.kind == "asterisk" and self.park_contexts:
-            raise ValueError("park_contexts is a FreeSWITCH setting (kind = \"freeswitch\")")
+            raise ValueError('park_contexts is a FreeSWITCH setting (kind = "freeswitch")')
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
         return self
@@ -205,10 +210,54 @@ class LoggingSettings(_Section):
         return upper
 
 
-class MqttSettings(_WithUrl):
-    """``[mqtt]``: rated-call and state events out (off when ``url`` is unset)."""
+class TrialSettings(_Section):
+    """``[caps.trial]``: the caps of every account in trial, and the default trial."""
 
-    topic_prefix: str = Field(default="ratekeeper", pattern=r"^[^#+]*[^#+/]$")
+    days: int = Field(default=14, ge=1, le=366)
+    credit: Decimal = Field(default=Decimal("0"), ge=0, max_digits=18, decimal_places=6)
+    concurrency_limit: int | None = Field(default=2, ge=0)
+    seat_limit: int | None = Field(default=2, ge=0)
+    denied_prefixes: list[str] = Field(default_factory=lambda: ["00", "011", "+"])
+
+
+class CapsSettings(_Section):
+    """``[caps]``: trials, suspension and postpaid policy."""
+
+    suspended_live_calls: Literal["cut", "keep"] = "cut"
+    postpaid_auto_suspend: bool = True
+    accounts_refresh_interval: float = Field(default=2.0, gt=0)
+    trial: TrialSettings = Field(default_factory=TrialSettings)
+
+    def policy(self) -> CapsPolicy:
+        """The policy the daemon applies."""
+        trial = self.trial
+        return CapsPolicy(
+            trial=TrialPolicy(
+                concurrency_limit=trial.concurrency_limit,
+                seat_limit=trial.seat_limit,
+                denied_prefixes=tuple(trial.denied_prefixes),
+            ),
+            suspended_live_calls=self.suspended_live_calls,
+            postpaid_auto_suspend=self.postpaid_auto_suspend,
+        )
+
+
+class SeatSettings(_Section):
+    """``[seats]``: whose tenant a seat is, and what a seat past the limit gets."""
+
+    tenant_by_agent: dict[str, str] = Field(default_factory=dict)
+    tenant_by_queue: dict[str, str] = Field(default_factory=dict)
+    tenant_by_domain: dict[str, str] = Field(default_factory=dict)
+    over_limit: Literal["logoff", "log"] = "logoff"
+    hold_ttl: int = Field(default=60, ge=1, le=3600)
+
+    def rules(self) -> SeatTenantRules:
+        """The tenant rules the seat translators apply."""
+        return SeatTenantRules(
+            by_agent=self.tenant_by_agent,
+            by_queue=self.tenant_by_queue,
+            by_domain=self.tenant_by_domain,
+        )
 
 
 def default_state_dir(
@@ -246,7 +295,9 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     switches: list[SwitchSettings] = Field(default_factory=list)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    caps: CapsSettings = Field(default_factory=CapsSettings)
+    seats: SeatSettings = Field(default_factory=SeatSettings)
 
     @classmethod
     def settings_customise_sources(

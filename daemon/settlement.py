@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from balance.bundles import BundleService
+from balance.caps import SharedCaps
 from balance.live import LiveState
 from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
 from balance.usage import TierService, call_period
@@ -56,7 +57,11 @@ class Settler:
         tiers: TierService | None = None,
         bundles: BundleService | None = None,
         timezone_of: Callable[[str], Awaitable[str]] | None = None,
+        caps: SharedCaps | None = None,
+        after_settle: Callable[[RatedCallRecord, bool], Awaitable[None]] | None = None,
     ) -> None:
+        self._caps = caps
+        self._after_settle = after_settle
         self._writer = writer
         self._tiers = tiers
         self._bundles = bundles
@@ -172,6 +177,8 @@ class Settler:
                 self.duplicates += 1
             if record.chain:  # each reseller level at its own cost
                 await settle_chain(self._live, record, item.reservation_key, is_new=is_new)
+            if self._caps is not None:  # the resellers' and trunks' slots
+                await self._caps.release(item.reservation_key)
         except Exception as exc:
             # SQL is the truth; Redis is rebuilt from it on start.
             log.error(
@@ -191,6 +198,11 @@ class Settler:
             )
         if self._on_written is not None:
             self._on_written(record, is_new)
+        if self._after_settle is not None:
+            try:
+                await self._after_settle(record, is_new)
+            except Exception as exc:  # notifications and account checks never block a call
+                log.error("after-settle hook failed", call_id=record.call_id, error=str(exc))
         if is_new:
             log.info(
                 "call rated",

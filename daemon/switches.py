@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from connectors.seat_tenants import SeatTenantRules
 from daemon.asterisk_connector import AsteriskConnector
 from daemon.authorization import Authorizer
 from daemon.connector_base import ConnectorBase
@@ -21,8 +22,11 @@ def build_connector(
     *,
     resync: Resyncer | None = None,
     authorizer: Authorizer | None = None,
+    seat_rules: SeatTenantRules | None = None,
 ) -> SwitchConnector:
     """The connector for one configured switch."""
     if settings.kind == "asterisk":
-        return AsteriskConnector(settings, handler, resync=resync)
-    return FreeSwitchConnector(settings, handler, resync=resync, authorizer=authorizer)
+        return AsteriskConnector(settings, handler, resync=resync, seat_rules=seat_rules)
+    return FreeSwitchConnector(
+        settings, handler, resync=resync, authorizer=authorizer, seat_rules=seat_rules
+    )

@@ -31,6 +31,9 @@ carriers = Table(
     Column("priority", Integer, nullable=False, default=0),
     Column("weight", Integer, nullable=False, default=0),
     Column("enabled", Boolean, nullable=False, default=True),
+    # trunk caps (migration 0009); NULL = no cap
+    Column("concurrency_limit", Integer, nullable=True),
+    Column("cps_limit", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -111,6 +111,8 @@ def _carrier_values(carrier: Carrier) -> dict[str, Any]:
         "priority": carrier.priority,
         "weight": carrier.weight,
         "enabled": carrier.enabled,
+        "concurrency_limit": carrier.concurrency_limit,
+        "cps_limit": carrier.cps_limit,
     }
 
 
@@ -123,6 +125,8 @@ def _carrier(row: Any) -> Carrier:
         priority=row.priority,
         weight=row.weight,
         enabled=bool(row.enabled),
+        concurrency_limit=row.concurrency_limit,
+        cps_limit=row.cps_limit,
     )
 
 
@@ -242,9 +246,7 @@ class CarrierStore:
 
     async def list_guards(self) -> builtins.list[ScopedGuard]:
         """Every stored guard, by account then scope."""
-        query = select(margin_guards).order_by(
-            margin_guards.c.account_id, margin_guards.c.scope
-        )
+        query = select(margin_guards).order_by(margin_guards.c.account_id, margin_guards.c.scope)
         with wrap_driver_errors("listing margin guards"):
             async with self._engine.connect() as conn:
                 rows = await conn.execute(query)

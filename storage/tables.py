@@ -83,6 +83,16 @@ accounts = Table(
     Column("timezone", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # real-time caps and trials (migration 0009); NULL = no cap
+    Column("cps_limit", Integer, nullable=True),
+    Column("seat_limit", Integer, nullable=True),
+    Column("concurrency_package", Integer, nullable=True),
+    Column("overage_rate_micros", BigInteger, nullable=True),
+    Column("customers_concurrency_limit", Integer, nullable=True),
+    Column("customers_cps_limit", Integer, nullable=True),
+    Column("trial_ends_at", UTCDateTime, nullable=True),
+    Column("status_reason", String(64), nullable=False, default="", server_default=""),
+    Column("low_balance", Text, nullable=False, default="", server_default=""),
     CheckConstraint("billing IN ('prepaid', 'postpaid')", name="billing"),
     CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status"),
 )
@@ -192,3 +202,4 @@ ledger_entries = Table(
 import storage.carrier_tables  # noqa: E402, F401  (carriers, margin_guards: same metadata)
 import storage.chain_tables as _chain_tables  # noqa: E402, F401  (rated_call_charges)
 import storage.plan_tables as _plan_tables  # noqa: E402, F401  (tier_plans, bundles, ...)
+import storage.seat_tables as _seat_tables  # noqa: E402, F401  (seat_sessions)

@@ -238,6 +238,8 @@ class Carrier:
     priority: int = 0  # lower is tried first among equal costs
     weight: int = 0  # higher is tried first among equal costs and priorities
     enabled: bool = True
+    concurrency_limit: int | None = None  # live calls on this trunk; None: no cap
+    cps_limit: int | None = None  # calls per second on this trunk; None: no cap
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _CARRIER_ID.fullmatch(self.id):
@@ -258,6 +260,15 @@ class Carrier:
             raise InvalidCarrier(self.id, "weight", f"an int >= 0, got {self.weight!r}")
         if not isinstance(self.enabled, bool):
             raise InvalidCarrier(self.id, "enabled", f"a bool, got {self.enabled!r}")
+        for name in ("concurrency_limit", "cps_limit"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 0 <= value < 2**31):
+                raise InvalidCarrier(self.id, name, f"None or an int >= 0, got {value!r}")
+
+    @property
+    def capped(self) -> bool:
+        """Whether the trunk has a concurrency or CPS cap."""
+        return self.concurrency_limit is not None or self.cps_limit is not None
 
     def dial_string(self, number: str) -> str:
         """This carrier's dial string for ``number``."""
@@ -432,4 +443,3 @@ def rank_routes(
     kept.sort(key=route_order)
     skipped.sort(key=route_order)
     return RouteList(routes=tuple(kept), skipped=tuple(skipped), reference_sell_cost=sell_cost)
-

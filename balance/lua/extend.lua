@@ -3,6 +3,8 @@
 -- ARGV[1] call_key   ARGV[2] amount (micro-units, integer >= 0)   ARGV[3] lease ttl (ms)
 -- ARGV[4] '1': grant what is available (possibly 0), '0': all or nothing
 -- Returns {reason, reserved_micros (call total), granted_micros, available_micros}.
+-- A suspended account's calls are not renewed (ACCOUNT_SUSPENDED) unless its suspend_cut
+-- is '0'; once the trial window is over, no call is renewed (TRIAL_EXPIRED).
 local account, calls, leases = KEYS[1], KEYS[2], KEYS[3]
 local call_key = ARGV[1]
 local amount = tonumber(ARGV[2])
@@ -28,7 +30,8 @@ for _, key in ipairs(expired) do
   end
 end
 
-local f = redis.call('HMGET', account, 'balance', 'credit_limit', 'reserved')
+local f = redis.call('HMGET', account, 'balance', 'credit_limit', 'reserved', 'trial_ends',
+  'suspend_cut')
 local available = tonumber(f[1] or '0') + tonumber(f[2] or '0') - tonumber(f[3] or '0')
 
 local held = redis.call('HGET', calls, call_key)
@@ -37,8 +40,12 @@ if not held then
 end
 held = tonumber(held)
 redis.call('ZADD', leases, now + ttl, call_key)
-if status ~= 'active' then
+if status ~= 'active' and (status ~= 'suspended' or f[5] ~= '0') then
   return {'ACCOUNT_SUSPENDED', held, 0, available}
+end
+local trial_ends = tonumber(f[4] or '-1')
+if trial_ends >= 0 and now >= trial_ends then
+  return {'TRIAL_EXPIRED', held, 0, available}
 end
 
 local grant = amount

@@ -48,6 +48,10 @@ def test_given_carriers_when_added_listed_removed_then_json_matches(
         "2",
         "--weight",
         "7",
+        "--concurrency-limit",
+        "30",
+        "--cps-limit",
+        "5",
         "--json",
     )
     assert code == 0, out
@@ -68,6 +72,8 @@ def test_given_carriers_when_added_listed_removed_then_json_matches(
             "priority": 2,
             "weight": 7,
             "enabled": True,
+            "concurrency_limit": 30,
+            "cps_limit": 5,
         },
         {
             "id": "gw2",
@@ -77,6 +83,8 @@ def test_given_carriers_when_added_listed_removed_then_json_matches(
             "priority": 0,
             "weight": 0,
             "enabled": True,
+            "concurrency_limit": None,
+            "cps_limit": None,
         },
     ]
     code, out = run(config, "carriers", "add", "gw1", "--deck", "x", "--dial", "SIP/{number}")

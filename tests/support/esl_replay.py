@@ -89,7 +89,10 @@ class ESLReplayServer:
         finally:
             if listener is not None:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # the client may have closed first: its EOF ended the listener
+                with contextlib.suppress(
+                    asyncio.CancelledError, asyncio.IncompleteReadError, ConnectionError
+                ):
                     await listener
             if not writer.transport.is_closing():
                 writer.close()

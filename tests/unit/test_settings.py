@@ -71,8 +71,8 @@ def test_given_the_example_file_when_loaded_then_every_value_is_as_documented(
     assert auth.default_rate_deck is None
     assert (settings.api.host, settings.api.port) == ("127.0.0.1", 7081)
     assert (settings.logging.level, settings.logging.format) == ("INFO", "auto")
-    assert settings.mqtt.url is None
-    assert settings.mqtt.topic_prefix == "ratekeeper"
+    assert settings.notifications.mqtt is None  # events out are off in the example
+    assert settings.notifications.low_balance == []
     [switch] = settings.switches
     assert (switch.id, switch.kind, switch.host, switch.port) == (
         "pbx-1",
@@ -90,7 +90,7 @@ def test_given_the_example_file_when_loaded_then_every_value_is_as_documented(
 def test_given_the_schema_when_reading_the_example_then_every_key_is_documented() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     documented = set(re.findall(r"^#? ?(\w+) = ", text, flags=re.MULTILINE))
-    sections = set(re.findall(r"^\[+(\w+)\]+", text, flags=re.MULTILINE))
+    sections = set(re.findall(r"^\[+([\w.]+)\]+", text, flags=re.MULTILINE))
     expected: set[str] = set()
     for name, field in Settings.model_fields.items():
         nested = field.annotation
@@ -100,7 +100,13 @@ def test_given_the_schema_when_reading_the_example_then_every_key_is_documented(
             nested = SwitchSettings
         if isinstance(nested, type) and hasattr(nested, "model_fields"):
             assert name in sections
-            expected |= set(nested.model_fields)
+            for sub, sub_field in nested.model_fields.items():
+                inner = sub_field.annotation
+                if isinstance(inner, type) and hasattr(inner, "model_fields"):
+                    assert f"{name}.{sub}" in sections  # a sub-table: [caps.trial]
+                    expected |= set(inner.model_fields)
+                else:
+                    expected.add(sub)
         else:
             expected.add(name)
     assert expected - documented == set()

@@ -1,0 +1,204 @@
+"""Shared real-time caps: a reseller over all its customers, and trunks (carriers).
+
+An account's own caps (concurrency, calls per second, trial window, status) are checked
+by its ``reserve`` script (``balance.live``). A cap that spans tenants cannot live under
+one tenant's hash tag, so every shared scope lives in the one ``{caps}`` slot
+(``balance.keys``) and ONE script (``caps.lua``) admits a call on all its scopes at
+once, or on none:
+
+- *required* scopes (every reseller above the account that caps its customers) must all
+  admit the call;
+- *alternative* scopes are the trunks of the call's route list, in route order: the
+  first trunk with room takes the call (the routes before it are at capacity and are
+  dropped from the answer). No trunk with room: the first trunk's reason.
+
+Concurrency is a set of slots (zset of call keys with an expiry: a call's slot outlives
+the longest allowed call, so a lost settlement cannot hold it forever); calls per second
+is a sliding one-second window of admissions. A slot is first a lease of ``slot_ttl``
+seconds (like the account's reservation: an authorization that never becomes a call
+gives its slot back by itself); an answered call's slots are held until the longest
+call could end (``hold``). A call's slots are released at its end (``release``); a call
+denied by a later check gives back its CPS admissions too.
+
+On Redis Cluster the ``{caps}`` slot is one node's: shared caps do not scale out with
+the tenants, which is the price of checking them atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from balance import keys
+from balance.batching import script_runner
+from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
+from balance.scripts import Arg, ScriptRunner, load_script
+
+_MAX_SCOPES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class CapScope:
+    """One shared scope and its limits (None: no cap of that kind)."""
+
+    name: str  # ``reseller:<account id>`` or ``trunk:<carrier id>``
+    concurrency_limit: int | None = None
+    cps_limit: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        """Whether the scope limits anything."""
+        return self.concurrency_limit is not None or self.cps_limit is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CapAdmission:
+    """The answer of ``acquire``.
+
+    ``scope`` names the scope that denied the call, or the alternative (trunk) that took
+    it; ``taken`` is that alternative's index in the list given (None: none taken).
+    """
+
+    ok: bool
+    reason: str  # OK, CONCURRENCY_LIMIT, CPS_LIMIT
+    scope: str | None = None
+    taken: int | None = None
+
+
+class SharedCaps:
+    """Admit and release calls on shared scopes, one script call each."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        slot_ttl: int,
+        call_ttl: int,
+        batch: bool = True,
+        runner: ScriptRunner | None = None,
+    ) -> None:
+        """``slot_ttl``: seconds an authorized call's slot lives until its answer;
+        ``call_ttl``: seconds an answered call's slot lives at most (its longest length)."""
+        for name, value in (("slot_ttl", slot_ttl), ("call_ttl", call_ttl)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidLiveInput(f"{name} must be a positive int of seconds: {value!r}")
+        self._ttl_ms = slot_ttl * 1000
+        self._call_ttl_ms = call_ttl * 1000
+        self._acquire = load_script("caps")
+        self._release = load_script("caps_release")
+        self._hold = load_script("caps_hold")
+        self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
+        self._redis = redis
+        # a scope's keys and limit arguments, built and checked once (the hot path)
+        self._prepared: dict[CapScope, tuple[str, str, int, int]] = {}
+
+    async def acquire(
+        self,
+        call_key: str,
+        required: Sequence[CapScope],
+        alternatives: Sequence[CapScope] = (),
+    ) -> CapAdmission:
+        """Admit ``call_key`` on every required scope and on the first alternative with room.
+
+        Idempotent: a call already admitted is admitted again, on the same scopes.
+        """
+        scopes = [*required, *alternatives]
+        if len(scopes) > _MAX_SCOPES:
+            raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
+        if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
+            raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
+        script_keys = [keys.CAPS_TAG + "call:" + call_key]
+        args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
+        prepared = self._prepared
+        for scope in scopes:
+            found = prepared.get(scope)
+            if found is None:
+                found = prepared[scope] = _prepare(scope)
+                if len(prepared) > _PREPARED_KEPT:
+                    del prepared[next(iter(prepared))]
+            slots, cps, limit, cps_limit = found
+            script_keys += (slots, cps)
+            args += (limit, cps_limit)
+        reply = await self._run(self._acquire, script_keys, args)
+        reason, index = _text(reply[0]), int(reply[1])
+        scope_name = scopes[index - 1].name if index > 0 else None
+        if reason != "OK":
+            return CapAdmission(False, reason, scope_name)
+        taken = index - 1 - len(required) if index > 0 else None
+        return CapAdmission(True, "OK", scope_name, taken)
+
+    async def hold(self, call_key: str) -> int:
+        """The call was answered: hold its slots until its longest possible end."""
+        reply = await self._run(
+            self._hold,
+            [keys.cap_call_key(_name("call_key", call_key))],
+            [call_key, self._call_ttl_ms],
+        )
+        return int(reply)
+
+    async def release(self, call_key: str, *, refund: bool = False) -> int:
+        """Give back the call's slots (and its CPS admissions with ``refund``); idempotent."""
+        reply = await self._run(
+            self._release,
+            [keys.cap_call_key(_name("call_key", call_key))],
+            [call_key, 1 if refund else 0],
+        )
+        return int(reply)
+
+    async def live_calls(self, scope: str) -> int:
+        """Calls holding a slot of ``scope`` now (expired slots not counted)."""
+        seconds, micros = await self._redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return int(await self._redis.zcount(keys.cap_slots_key(scope), now_ms, "+inf"))
+
+    async def aclose(self) -> None:
+        """Wait for script calls in flight."""
+        await self._runner.aclose()
+
+    async def _run(self, script: Any, script_keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        try:
+            return await self._runner.run(script, script_keys, args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise LiveStateUnavailable(f"redis unavailable during {script.name}: {exc}") from exc
+        except RedisError as exc:
+            raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
+
+
+_PREPARED_KEPT = 100_000
+
+
+def _prepare(scope: CapScope) -> tuple[str, str, int, int]:
+    """A scope's two keys and two limit arguments, checked."""
+    name = _name("scope", scope.name)
+    return (
+        keys.cap_slots_key(name),
+        keys.cap_cps_key(name),
+        _limit(scope, scope.concurrency_limit),
+        _limit(scope, scope.cps_limit),
+    )
+
+
+def _limit(scope: CapScope, value: int | None) -> int:
+    if value is None:
+        return keys.UNLIMITED
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidLiveInput(f"a limit of scope {scope.name!r} must be an int >= 0: {value!r}")
+    return value
+
+
+def _name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise InvalidLiveInput(f"{field} must be a non-empty str of at most 256: {value!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidLiveInput(f"{field} must not contain spaces or control characters: {value!r}")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
