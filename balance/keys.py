@@ -11,6 +11,7 @@ which only touches the keys of one account, is valid on Redis Cluster::
     rk:{<account>}:leases               zset  call_key -> lease expiry (ms, Redis clock)
     rk:{<account>}:cps                  zset  call_key -> admission time (ms): the calls
                                               admitted in the last second (CPS limit)
+    rk:{<account>}:thresholds           hash  low-balance rule -> "1" while it has fired
     rk:{<account>}:settled:<call_key>   str   settled marker (``SETTLED_TTL_SECONDS``)
     rk:{<account>}:credited:<key>       str   top-up marker (``CREDIT_MARKER_TTL_SECONDS``)
 
@@ -49,6 +50,11 @@ def account_key(account_id: str) -> str:
 def calls_key(account_id: str) -> str:
     """The account's live calls: call_key -> micro-units reserved."""
     return tag(account_id) + "calls"
+
+
+def thresholds_key(account_id: str) -> str:
+    """The account's low-balance threshold state: rule key -> "1" while it has fired."""
+    return tag(account_id) + "thresholds"
 
 
 def cps_key(account_id: str) -> str:

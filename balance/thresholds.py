@@ -29,7 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from balance.keys import tag
+from balance.keys import thresholds_key
 from balance.scripts import DirectRunner, ScriptRunner, load_script
 from tariffs.money import from_micros
 
@@ -37,11 +37,6 @@ ThresholdState = frozenset[str]
 """The keys of the rules that fired and have not re-armed yet."""
 
 REACHED, NOT_REACHED, UNKNOWN = "1", "0", "?"
-
-
-def thresholds_key(account_id: str) -> str:
-    """The account's threshold state: rule key -> "1" while the rule has fired."""
-    return tag(account_id) + "thresholds"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,8 +37,10 @@ CAP_FIELDS = (
     "seat_limit",
     "customers_concurrency_limit",
     "customers_cps_limit",
+    "low_balance",
 )
-"""The account fields ``set_caps`` changes (None: no cap)."""
+"""The account fields ``set_caps`` changes (None: no cap; ``low_balance``: JSON thresholds,
+'' for the configured defaults)."""
 
 CREDIT_LIMIT_REASON = "credit_limit"
 OPERATOR_REASON = "operator"
@@ -81,7 +83,7 @@ class AccountAdmin:
         """Suspend: new calls are denied ACCOUNT_SUSPENDED, live ones cut per policy."""
         account = await self._store.update(account_id, status="suspended", status_reason=reason)
         await self.sync(account)
-        log.warning("account suspended", account_id=account_id, reason=reason)
+        log.info("account suspended", account_id=account_id, reason=reason)
         return account
 
     async def resume(self, account_id: str) -> Account:

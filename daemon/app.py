@@ -402,6 +402,7 @@ class Daemon:
             return
         suspended = await self.admin.check_postpaid(record.account_id)
         if suspended is not None:
+            log.warning("postpaid account suspended at its credit limit", account=suspended.id)
             self.directory.put(suspended)
             self._notify(
                 "account_suspended",

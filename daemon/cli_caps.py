@@ -20,6 +20,7 @@ from daemon.account_admin import AccountAdmin
 from daemon.app import open_resources
 from daemon.cli_accounts import accounts_app
 from daemon.cli_support import emit, fail, run_async, state
+from daemon.threshold_alerts import parse_rules
 from tariffs.money import MoneyError, from_micros, parse_amount, to_micros
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ CAP_ROWS = [
     "customers_concurrency_limit",
     "customers_cps_limit",
     "trial_ends_at",
+    "low_balance",
 ]
 
 
@@ -55,6 +57,7 @@ def caps_row(account: Account) -> dict[str, Any]:
         "customers_concurrency_limit": account.customers_concurrency_limit,
         "customers_cps_limit": account.customers_cps_limit,
         "trial_ends_at": account.trial_ends_at.isoformat() if account.trial_ends_at else None,
+        "low_balance": account.low_balance,
     }
 
 
@@ -109,6 +112,11 @@ def accounts_caps(
     customers_cps_limit: str | None = typer.Option(
         None, help="A reseller: calls per second of all its customers together."
     ),
+    low_balance: str | None = typer.Option(
+        None,
+        help='Low-balance alerts, JSON: \'[{"amount": "5.00"}, {"minutes": 10}]\'; '
+        "'none' for the configured defaults.",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Set an account's real-time caps (only the options given change)."""
@@ -137,6 +145,14 @@ def accounts_caps(
             except MoneyError as exc:
                 raise fail(f"--overage-rate: {exc}") from exc
             changes["overage_rate_micros"] = to_micros(rate)
+    if low_balance is not None:
+        text = "" if low_balance.lower() == NONE else low_balance
+        if text:
+            try:
+                parse_rules(text)
+            except ValueError as exc:
+                raise fail(f"--low-balance: {exc}") from exc
+        changes["low_balance"] = text
     if not changes:
         raise fail("nothing to change: give at least one cap option (see --help)")
     account = _with_admin(ctx, lambda admin: admin.set_caps(account_id, **changes))

@@ -353,3 +353,30 @@ async def test_given_postpaid_account_at_its_credit_limit_then_suspended_and_res
     assert resumed_account is not None and resumed_account.status == "active"
     assert after[0].reason == "OK"
     assert -30_000 - 10_000 <= at_limit <= -30_000  # at the limit, past it by at most 1 s
+
+
+async def test_given_capped_trunks_when_mixed_calls_at_once_then_their_caps_add_up_exactly(
+    sql_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    account = _new("trunks")
+    accounts = [Account(id=account, rate_deck=DECK.name)]
+    buy = DeckInfo(name=_new("buy"), currency="USD", rounding=Rounding.UP, decimals=6)
+    async with mixed_daemon(tmp_path, sql_url, redis_url, accounts) as mixed:
+        assert mixed.daemon.resources is not None
+        engine = mixed.daemon.resources.engine
+        await DeckStore(engine).replace(
+            buy, [Rate("1", "North America", Decimal("0.10"), Decimal("0"), 1, 1, 0)]
+        )
+        store = CarrierStore(engine)
+        await store.add(Carrier(_new("a"), "", buy.name, "PJSIP/{number}@a", concurrency_limit=2))
+        await store.add(
+            Carrier(_new("b"), "", buy.name, "PJSIP/{number}@b", priority=5, cps_limit=3)
+        )
+        await mixed.daemon.reload()
+        outcomes = await mixed.place(_plans([account], 12))
+        await mixed.idle()
+        assert mixed.daemon.caps is not None
+
+    # trunk a takes 2 live calls, trunk b 3 calls in the second: 5 of 12, whatever the
+    # switch; a denial carries the reason of the first trunk of the routes
+    assert _reasons(outcomes) == {"OK": 5, "CONCURRENCY_LIMIT": 7}

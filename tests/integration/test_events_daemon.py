@@ -2,8 +2,8 @@
 
 Simulated Asterisk traffic over AMI + FastAGI: rated calls, a cut (the account suspended
 during its call), denials, and ONE low-balance event per threshold crossing however many
-debit ticks see the balance below it. A broker outage never blocks authorization, and the events of the
-outage arrive once the broker is back (within the buffer).
+debit ticks see the balance below it. A broker outage never blocks authorization, and
+the events of the outage arrive once the broker is back (within the buffer).
 """
 
 from __future__ import annotations
