@@ -77,7 +77,7 @@ class BatchingRunner:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Queue one EVALSHA for the current tick's batch and await its own reply."""
         encode = self._encode
         command = _pack(

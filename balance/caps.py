@@ -96,7 +96,9 @@ class SharedCaps:
         self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
         self._redis = redis
         # a scope's keys and limit arguments, built and checked once (the hot path)
-        self._prepared: dict[CapScope, tuple[str, str, int, int]] = {}
+        # by id(): the callers reuse their scope objects, and hashing a dataclass per call
+        # costs more than the lookup (the scope is kept to check the id was not reused)
+        self._prepared: dict[int, tuple[CapScope, bytes, bytes, bytes, bytes]] = {}
 
     async def acquire(
         self,
@@ -113,16 +115,16 @@ class SharedCaps:
             raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
         if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
             raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
-        script_keys = [keys.CAPS_TAG + "call:" + call_key]
+        script_keys: list[Arg] = [keys.CAPS_TAG + "call:" + call_key]
         args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
         prepared = self._prepared
         for scope in scopes:
-            found = prepared.get(scope)
-            if found is None:
-                found = prepared[scope] = _prepare(scope)
+            found = prepared.get(id(scope))
+            if found is None or found[0] is not scope:
+                found = prepared[id(scope)] = (scope, *_prepare(scope))
                 if len(prepared) > _PREPARED_KEPT:
                     del prepared[next(iter(prepared))]
-            slots, cps, limit, cps_limit = found
+            _, slots, cps, limit, cps_limit = found
             script_keys += (slots, cps)
             args += (limit, cps_limit)
         reply = await self._run(self._acquire, script_keys, args)
@@ -161,7 +163,7 @@ class SharedCaps:
         """Wait for script calls in flight."""
         await self._runner.aclose()
 
-    async def _run(self, script: Any, script_keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def _run(self, script: Any, script_keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         try:
             return await self._runner.run(script, script_keys, args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -173,14 +175,14 @@ class SharedCaps:
 _PREPARED_KEPT = 100_000
 
 
-def _prepare(scope: CapScope) -> tuple[str, str, int, int]:
-    """A scope's two keys and two limit arguments, checked."""
+def _prepare(scope: CapScope) -> tuple[bytes, bytes, bytes, bytes]:
+    """A scope's two keys and two limit arguments, checked and encoded once."""
     name = _name("scope", scope.name)
     return (
-        keys.cap_slots_key(name),
-        keys.cap_cps_key(name),
-        _limit(scope, scope.concurrency_limit),
-        _limit(scope, scope.cps_limit),
+        keys.cap_slots_key(name).encode(),
+        keys.cap_cps_key(name).encode(),
+        b"%d" % _limit(scope, scope.concurrency_limit),
+        b"%d" % _limit(scope, scope.cps_limit),
     )
 
 

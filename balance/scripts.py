@@ -29,8 +29,8 @@ SCRIPT_NAMES = (
     "reserved",
 )
 
-Arg = str | int
-"""A script argument: strings and integers only (never floats)."""
+Arg = str | int | bytes
+"""A script key or argument: strings, integers or pre-encoded bytes (never floats)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ def load_library() -> Mapping[str, LuaScript]:
 class ScriptRunner(Protocol):
     """Runs one script call and returns its raw reply (or raises the Redis error)."""
 
-    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """EVALSHA ``script`` with ``keys`` and ``args``; load it on NOSCRIPT."""
         ...
 
@@ -71,7 +71,7 @@ class DirectRunner:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """EVALSHA ``script``; on NOSCRIPT load it and retry once."""
         try:
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)

@@ -21,6 +21,7 @@ BENCHES=(
     bench_redis_authorize.py
     bench_authorize_servers.py
     bench_auth_stack.py
+    bench_caps.py
     bench_xml_curl.py
     bench_end_to_end.py
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,6 +128,7 @@ class AuthorizationService:
             max_call_duration=policy.max_call_duration,
         )
         self._priced_calls: dict[str, PricedDestination] = {}  # insertion-ordered
+        self._shared_calls: dict[str, None] = {}  # calls holding shared-cap slots
         self.accepting = True
         self.metrics: Metrics | None = None  # set by the daemon: answers counted by reason
         # set by the daemon: denials published as events (never raises)
@@ -204,9 +206,10 @@ class AuthorizationService:
 
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
         """Decide on one call and reserve its first slice of credit (counted by reason)."""
+        started = time.perf_counter()
         decision = await self._authorize(request)
         if self.metrics is not None:
-            self.metrics.count_authorization(decision)
+            self.metrics.count_authorization(decision, time.perf_counter() - started)
         if not decision.allowed and self.on_denial is not None:
             self.on_denial(request, decision)
         return decision
@@ -372,10 +375,19 @@ class AuthorizationService:
         if not admission.ok:
             log.info("shared cap denied", reason=admission.reason, scope=admission.scope)
             return AuthorizationDecision.deny(_LIVE_REASONS[admission.reason])
+        calls = self._shared_calls
+        calls[key] = None
+        if len(calls) > PRICED_CALLS_KEPT:
+            del calls[next(iter(calls))]  # the oldest authorization
         selection = priced.selection
         if admission.taken and selection is not None:  # earlier trunks are full
-            selection = selection.starting_at(admission.taken)
-        return dataclasses.replace(priced, selection=selection, shared_caps=True)
+            return dataclasses.replace(priced, selection=selection.starting_at(admission.taken))
+        return priced
+
+    def holds_shared_caps(self, key: str) -> bool:
+        """Whether the call (by reservation key) was admitted on shared caps; asked once,
+        on answer, to hold its slots until its end."""
+        return self._shared_calls.pop(key, 0) is None
 
     def _remember(self, key: str, priced: PricedDestination) -> None:
         calls = self._priced_calls

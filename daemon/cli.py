@@ -11,6 +11,7 @@ import typer
 import daemon.cli_caps  # noqa: F401  (accounts caps|suspend|resume|trial|convert)
 from daemon.cli_accounts import accounts_app, calls_app, topup
 from daemon.cli_carriers import carriers_app, margin_app
+from daemon.cli_doctor import doctor
 from daemon.cli_plans import bundles_app, tiers_app
 from daemon.cli_rerate import rerate
 from daemon.cli_seats import seats_app
@@ -42,6 +43,7 @@ app.add_typer(seats_app, name="seats")
 app.add_typer(usage_app, name="usage")
 app.command("topup")(topup)
 app.command("rerate")(rerate)
+app.command("doctor")(doctor)
 
 
 @app.callback()

@@ -127,6 +127,7 @@ class SessionManager:
         self.on_cut: Callable[[CallSession, str], None] | None = None  # metrics, events
         # after each debit tick of an answered call (low-balance alerts)
         self.on_debit: Callable[[CallSession], Awaitable[None]] | None = None
+        self.on_lag: Callable[[float], None] | None = None  # how late a debit tick ran (s)
 
     def live_sessions(self) -> list[CallSession]:
         """The calls in progress."""
@@ -252,21 +253,15 @@ class SessionManager:
             session.reservation_key = reservation_key(session.switch_id, session.call_id)
             kept = self._authorizer.priced_call(session.reservation_key)  # priced at start above
             if kept is not None and session.priced is not None:  # but its plans as authorized
-                session.priced = replace(
-                    session.priced,
-                    terms=kept.terms,
-                    bundle=kept.bundle,
-                    shared_caps=kept.shared_caps,
-                )
+                session.priced = replace(session.priced, terms=kept.terms, bundle=kept.bundle)
             session.reserved_micros = await self._reserved(session.account, session.reservation_key)
         else:
             return
         if session.priced is not None and session.priced.bundle is not None:
             await self._hold_bundle(session, session.priced, self._debit_interval)
-        if session.priced is not None and session.priced.shared_caps:
-            caps = self._authorizer.caps  # a reseller's or trunk's slot: held to the end
-            if caps is not None:
-                await caps.hold(session.reservation_key)
+        caps = self._authorizer.caps
+        if caps is not None and self._authorizer.holds_shared_caps(session.reservation_key):
+            await caps.hold(session.reservation_key)  # a reseller's or trunk's slot: to its end
         if session.priced is not None and session.priced.chain:
             session.chain_hold = await ChainHold.load(
                 self._live, session.priced.chain, session.reservation_key
@@ -323,7 +318,10 @@ class SessionManager:
                             )
                             return
                         continue
+                    due = self._clock() + self._debit_interval
                     await asyncio.sleep(self._debit_interval)
+                    if self.on_lag is not None:
+                        self.on_lag(self._clock() - due)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -25,6 +25,7 @@ from balance.caps import SharedCaps
 from balance.live import LiveState
 from balance.rated_calls import InvalidRatedCall, RatedCallRecord, RatedCallWriter
 from balance.usage import TierService, call_period
+from daemon.metrics import Metrics
 from daemon.reseller_chain import settle_chain
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,7 @@ class Settler:
     ) -> None:
         self._caps = caps
         self._after_settle = after_settle
+        self.metrics: Metrics | None = None  # set by the daemon: SQL and Redis errors
         self._writer = writer
         self._tiers = tiers
         self._bundles = bundles
@@ -82,6 +84,11 @@ class Settler:
         """Start the writer task."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="settler")
+
+    @property
+    def queued(self) -> int:
+        """Settlements waiting to be written."""
+        return self._queue.qsize()
 
     def submit(self, settlement: Settlement) -> None:
         """Queue a finished call; returns at once."""
@@ -136,6 +143,8 @@ class Settler:
                 raise
             except Exception as exc:
                 log.error("rated call write failed, retrying", error=str(exc), calls=len(records))
+                if self.metrics is not None:
+                    self.metrics.count_error("settlement", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -181,6 +190,8 @@ class Settler:
                 await self._caps.release(item.reservation_key)
         except Exception as exc:
             # SQL is the truth; Redis is rebuilt from it on start.
+            if self.metrics is not None:
+                self.metrics.count_error("settlement", exc)
             log.error(
                 "redis settle failed",
                 call_id=record.call_id,

@@ -45,8 +45,6 @@ class PricedDestination:
     ``terms`` is what the customer's retail price depends on besides the rate (its volume
     tier schedule, the bundled seconds held at authorization; plain: none) and ``bundle``
     the bundle whose minutes the call draws first (``balance.bundles``; None: money only).
-    ``shared_caps``: the call holds slots of shared caps (a reseller's, a trunk's), to be
-    held until its end once it is answered (``balance.caps``).
     """
 
     info: DeckInfo
@@ -55,7 +53,6 @@ class PricedDestination:
     chain: tuple[ChainLevel, ...] = ()
     terms: CallTerms = PLAIN_TERMS
     bundle: BundleCover | None = None
-    shared_caps: bool = False
 
 
 class TariffCatalog:

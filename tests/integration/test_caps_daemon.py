@@ -27,7 +27,7 @@ from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.authorization import Reason
 from daemon.demo import local_freeswitch
-from daemon.settings import CapsSettings, Settings
+from daemon.settings import CapsSettings, RedisSettings, Settings
 from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
 from daemon.simulator.freeswitch import SimulatedFreeSWITCH
 from daemon.simulator.loadgen import run_calls
@@ -70,9 +70,17 @@ class Mixed:
 
 
 def _settings(
-    tmp: Path, sql_url: str, redis_url: str, ami_port: int, fs_id: str, esl_port: int, **caps: Any
+    tmp: Path,
+    sql_url: str,
+    redis_url: str,
+    ami_port: int,
+    fs_id: str,
+    esl_port: int,
+    lease_ttl: int = 120,
+    **caps: Any,
 ) -> Settings:
     base = make_settings(tmp, sql_url, redis_url, switch_id=unique_switch_id(), ami_port=ami_port)
+    base = base.model_copy(update={"redis": RedisSettings(url=redis_url, lease_ttl=lease_ttl)})
     fs = local_freeswitch(
         fs_id, esl_port, PASSWORD, ping_interval=30, reconnect_min=0.05, reconnect_max=0.2
     )
@@ -86,7 +94,12 @@ def _settings(
 
 @asynccontextmanager
 async def mixed_daemon(
-    tmp: Path, sql_url: str, redis_url: str, accounts: list[Account], **caps: Any
+    tmp: Path,
+    sql_url: str,
+    redis_url: str,
+    accounts: list[Account],
+    lease_ttl: int = 120,
+    **caps: Any,
 ) -> AsyncIterator[Mixed]:
     """Accounts (with 10.00 each) in SQL, then the daemon and both simulated switches."""
     fs_id = unique_switch_id()
@@ -99,7 +112,9 @@ async def mixed_daemon(
     await ast.start()
     await fs.start()
     try:
-        settings = _settings(tmp, sql_url, redis_url, ast.ami_port, fs_id, fs.esl_port, **caps)
+        settings = _settings(
+            tmp, sql_url, redis_url, ast.ami_port, fs_id, fs.esl_port, lease_ttl, **caps
+        )
         res = await open_resources(settings)
         try:
             await DeckStore(res.engine).replace(DECK, list(RATES))
@@ -380,3 +395,27 @@ async def test_given_capped_trunks_when_mixed_calls_at_once_then_their_caps_add_
     # trunk a takes 2 live calls, trunk b 3 calls in the second: 5 of 12, whatever the
     # switch; a denial carries the reason of the first trunk of the routes
     assert _reasons(outcomes) == {"OK": 5, "CONCURRENCY_LIMIT": 7}
+
+
+async def test_given_an_answered_call_when_it_outlives_the_lease_then_it_keeps_its_shared_slot(
+    sql_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    reseller, customer = _new("res"), _new("cust")
+    accounts = [
+        Account(id=reseller, customers_concurrency_limit=1),
+        Account(id=customer, parent_id=reseller, rate_deck=DECK.name),
+    ]
+    # a 2 s lease: an authorization's slot that no call answers is gone after 2 s, but an
+    # answered call holds its slot until it ends
+    async with mixed_daemon(tmp_path, sql_url, redis_url, accounts, lease_ttl=2) as mixed:
+        long_call = asyncio.create_task(run_calls(mixed.fs, _plans([customer], 1, 5.0), cps=10))
+        sessions = mixed.daemon.sessions
+        assert sessions is not None
+        await eventually(lambda: any(s.state == "answered" for s in sessions.live_sessions()))
+        await asyncio.sleep(3.0)  # past the lease
+        second = await run_calls(mixed.ast, _plans([customer], 1, 0.2), cps=10)
+        first = await long_call
+        await mixed.idle()
+
+    assert first[0].authorized and first[0].answered
+    assert second[0].reason == "CONCURRENCY_LIMIT"
