@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 import daemon.cli_caps  # noqa: F401  (accounts caps|suspend|resume|trial|convert)
+from daemon.api.cli import api_app
 from daemon.cli_accounts import accounts_app, calls_app, topup
 from daemon.cli_carriers import carriers_app, margin_app
 from daemon.cli_doctor import doctor
@@ -41,6 +42,7 @@ app.add_typer(bundles_app, name="bundles")
 app.add_typer(config_app, name="config")
 app.add_typer(seats_app, name="seats")
 app.add_typer(usage_app, name="usage")
+app.add_typer(api_app, name="api")
 app.command("topup")(topup)
 app.command("rerate")(rerate)
 app.command("doctor")(doctor)

@@ -199,6 +199,7 @@ ledger_entries = Table(
     Index("ix_ledger_entries_account_id_id", "account_id", "id"),
 )
 
+import storage.api_key_tables as _api_key_tables  # noqa: E402, F401  (api_keys)
 import storage.carrier_tables  # noqa: E402, F401  (carriers, margin_guards: same metadata)
 import storage.chain_tables as _chain_tables  # noqa: E402, F401  (rated_call_charges)
 import storage.plan_tables as _plan_tables  # noqa: E402, F401  (tier_plans, bundles, ...)
