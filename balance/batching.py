@@ -23,6 +23,12 @@ A batch holds at most ``max_batch`` calls; a full batch is sent at once. At most
 pool never needs more); while that many are in flight, new calls wait and the next batch
 leaves as soon as one finishes, so batches grow with load. Every batch task is kept in a
 set until done; ``aclose`` waits for them.
+
+Connections: a connection whose batch was read to the end is kept by the runner for the
+next batch instead of going back to the pool: the pool's checkout (a lock, a connect
+check and a non-blocking read to see the connection is clean, per round trip) cost more
+than a small batch itself. A connection that failed is disconnected and given back to the
+pool (which reconnects it on its next checkout); ``aclose`` gives every kept one back.
 """
 
 from __future__ import annotations
@@ -76,13 +82,27 @@ class BatchingRunner:
         self._pending: list[_Call] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: list[Any] = []  # connections read to the end, kept for the next batch
 
     async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Queue one EVALSHA for the current tick's batch and await its own reply."""
         encode = self._encode
-        command = _pack(
-            [b"EVALSHA", script.sha.encode(), b"%d" % len(keys), *map(encode, [*keys, *args])]
-        )
+        parts = [b"EVALSHA", script.sha.encode(), b"%d" % len(keys)]
+        for value in (*keys, *args):
+            # the common types at once; the client's encoder for the rest (it raises
+            # DataError for a bad type, a bool included, which fails only this caller)
+            if type(value) is str:
+                parts.append(value.encode())
+            elif type(value) is bytes:
+                parts.append(value)
+            elif type(value) is int:
+                parts.append(b"%d" % value)
+            else:
+                parts.append(encode(value))
+        return await self.run_packed(script, _pack(parts))
+
+    async def run_packed(self, script: LuaScript, command: bytes) -> Any:
+        """Queue one EVALSHA already in RESP (``pack``) and await its own reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(script, command, future))
@@ -94,10 +114,13 @@ class BatchingRunner:
         return await future
 
     async def aclose(self) -> None:
-        """Send what is queued and wait for every batch in flight."""
+        """Send what is queued, wait for every batch in flight, give the connections back."""
         while self._tasks or self._pending:
             self._flush()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._pool.release(conn)
 
     def _on_tick(self) -> None:
         self._scheduled = False
@@ -176,7 +199,8 @@ class BatchingRunner:
         A Redis error reply is appended as its exception. On a lost connection or a
         timeout, ``replies`` holds what was read before and the error is raised.
         """
-        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        idle = self._idle
+        conn = idle.pop() if idle else await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             # one deadline for the whole round trip: a per-read timeout costs ~10 us a reply
             async with asyncio.timeout(conn.socket_timeout):
@@ -187,18 +211,23 @@ class BatchingRunner:
                     except ResponseError as exc:
                         replies.append(exc)
         except BaseException as exc:
-            await conn.disconnect()  # never back to the pool with unread replies
+            await conn.disconnect()  # never reused with unread replies
+            await self._pool.release(conn)
             if isinstance(exc, TimeoutError):
                 timeout = conn.socket_timeout
                 raise RedisTimeoutError(f"redis batch timed out after {timeout} s") from exc
             raise
-        finally:
-            await self._pool.release(conn)
+        idle.append(conn)  # read to the end: clean for the next batch
 
 
 def _pack(parts: Sequence[bytes]) -> bytes:
     """One command in RESP: an array of bulk strings."""
     return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+
+
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string (a part of a command packed ahead of time)."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def script_runner(redis: Redis, *, batch: bool) -> ScriptRunner:

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance import keys
-from balance.batching import script_runner
+from balance.batching import BatchingRunner, bulk, script_runner
 from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
 from balance.scripts import Arg, ScriptRunner, load_script
 
@@ -98,7 +98,10 @@ class SharedCaps:
         # a scope's keys and limit arguments, built and checked once (the hot path)
         # by id(): the callers reuse their scope objects, and hashing a dataclass per call
         # costs more than the lookup (the scope is kept to check the id was not reused)
-        self._prepared: dict[int, tuple[CapScope, bytes, bytes, bytes, bytes]] = {}
+        self._prepared: dict[int, tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]] = {}
+        sha = self._acquire.sha.encode()
+        self._acquire_head = bulk(b"EVALSHA") + bulk(sha)  # the packed command's start
+        self._ttl_bulk = bulk(b"%d" % self._ttl_ms)
 
     async def acquire(
         self,
@@ -115,19 +118,40 @@ class SharedCaps:
             raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
         if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
             raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
-        script_keys: list[Arg] = [keys.CAPS_TAG + "call:" + call_key]
-        args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
         prepared = self._prepared
+        entries = []
         for scope in scopes:
             found = prepared.get(id(scope))
             if found is None or found[0] is not scope:
                 found = prepared[id(scope)] = (scope, *_prepare(scope))
                 if len(prepared) > _PREPARED_KEPT:
                     del prepared[next(iter(prepared))]
-            _, slots, cps, limit, cps_limit = found
-            script_keys += (slots, cps)
-            args += (limit, cps_limit)
-        reply = await self._run(self._acquire, script_keys, args)
+            entries.append(found)
+        record = keys.CAPS_TAG + "call:" + call_key
+        if isinstance(self._runner, BatchingRunner):  # the hot path: packed in one go
+            call = call_key.encode()
+            command = b"".join(
+                [
+                    b"*%d\r\n" % (8 + 4 * len(scopes)),
+                    self._acquire_head,
+                    bulk(b"%d" % (1 + 2 * len(scopes))),  # numkeys
+                    bulk(record.encode()),
+                    *(entry[5] for entry in entries),
+                    bulk(call),
+                    self._ttl_bulk,
+                    bulk(b"%d" % len(required)),
+                    bulk(b"%d" % len(alternatives)),
+                    *(entry[6] for entry in entries),
+                ]
+            )
+            reply = await self._run_packed(self._acquire, command)
+        else:
+            script_keys: list[Arg] = [record]
+            args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
+            for _, slots, cps, limit, cps_limit, _, _ in entries:
+                script_keys += (slots, cps)
+                args += (limit, cps_limit)
+            reply = await self._run(self._acquire, script_keys, args)
         reason, index = _text(reply[0]), int(reply[1])
         scope_name = scopes[index - 1].name if index > 0 else None
         if reason != "OK":
@@ -163,6 +187,16 @@ class SharedCaps:
         """Wait for script calls in flight."""
         await self._runner.aclose()
 
+    async def _run_packed(self, script: Any, command: bytes) -> Any:
+        runner = self._runner
+        assert isinstance(runner, BatchingRunner)
+        try:
+            return await runner.run_packed(script, command)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise LiveStateUnavailable(f"redis unavailable during {script.name}: {exc}") from exc
+        except RedisError as exc:
+            raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
+
     async def _run(self, script: Any, script_keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         try:
             return await self._runner.run(script, script_keys, args)
@@ -175,15 +209,14 @@ class SharedCaps:
 _PREPARED_KEPT = 100_000
 
 
-def _prepare(scope: CapScope) -> tuple[bytes, bytes, bytes, bytes]:
-    """A scope's two keys and two limit arguments, checked and encoded once."""
+def _prepare(scope: CapScope) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
+    """A scope's two keys and two limit arguments, checked and encoded once, and the same
+    packed in RESP (keys, then limits) for the batched path."""
     name = _name("scope", scope.name)
-    return (
-        keys.cap_slots_key(name).encode(),
-        keys.cap_cps_key(name).encode(),
-        b"%d" % _limit(scope, scope.concurrency_limit),
-        b"%d" % _limit(scope, scope.cps_limit),
-    )
+    slots, cps = keys.cap_slots_key(name).encode(), keys.cap_cps_key(name).encode()
+    limit = b"%d" % _limit(scope, scope.concurrency_limit)
+    cps_limit = b"%d" % _limit(scope, scope.cps_limit)
+    return slots, cps, limit, cps_limit, bulk(slots) + bulk(cps), bulk(limit) + bulk(cps_limit)
 
 
 def _limit(scope: CapScope, value: int | None) -> int:

@@ -69,7 +69,7 @@ from balance.scripts import load_script
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
 from daemon.logging_setup import configure_logging
-from daemon.settings import AuthorizationSettings, RedisSettings, Settings
+from daemon.settings import ApiSettings, AuthorizationSettings, RedisSettings, Settings
 from storage.decks import DeckStore
 from tariffs.money import to_micros
 from tariffs.rating import call_cost
@@ -357,6 +357,8 @@ async def main(args: argparse.Namespace) -> None:
         settings = Settings(
             state_dir=Path(tmp),
             redis=RedisSettings(url=url, lease_ttl=LEASE_TTL),
+            api=ApiSettings(port=0),
+
             authorization=AuthorizationSettings(
                 http_port=0, fastagi_port=0, debit_interval=DEBIT_INTERVAL
             ),

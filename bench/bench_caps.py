@@ -10,8 +10,8 @@ daemon may lose at most 20% of its authorization throughput. In one run, on one 
   (a) baseline   the bare redis-py loop of ``bench_auth_stack`` (50 tasks EVALSHA-ing
                  the account's ``reserve`` script): the machine's yardstick
   (b) no caps    a real ``Daemon`` (own SQLite state), two LCR carriers without caps,
-                 accounts without caps and without a reseller: ``GET /v1/authorize``
-                 over 50 keep-alive connections
+                 accounts without caps, customers of one reseller without caps:
+                 ``GET /v1/authorize`` over 50 keep-alive connections
   (c) all caps   a second real ``Daemon`` (own SQLite state), the same carriers WITH
                  concurrency and CPS caps, every account with a concurrency and CPS cap,
                  all of them customers of one reseller with customers' concurrency and
@@ -63,7 +63,7 @@ from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
 from daemon.logging_setup import configure_logging
-from daemon.settings import AuthorizationSettings, RedisSettings, Settings
+from daemon.settings import ApiSettings, AuthorizationSettings, RedisSettings, Settings
 from storage.carriers import CarrierStore
 from storage.decks import DeckStore
 from tariffs.deck import DeckInfo, Rate, Rounding
@@ -87,12 +87,13 @@ async def provision(settings: Settings, accounts: list[str], *, caps: bool) -> N
             Carrier("gw-b", "", BUY.name, "PJSIP/{number}@gw-b", priority=1, **trunk_caps)
         )
         store, ledger = AccountStore(res.engine), Ledger(res.engine)
-        parent = None
-        if caps:
-            parent = f"{accounts[0]}-reseller"
-            await store.create(
-                Account(id=parent, customers_concurrency_limit=HIGH, customers_cps_limit=HIGH)
-            )
+        # both daemons' accounts are customers of one reseller: the same pricing and
+        # reseller-chain work, only the caps differ
+        parent = f"{accounts[0]}-reseller"
+        reseller_caps: dict[str, Any] = (
+            {"customers_concurrency_limit": HIGH, "customers_cps_limit": HIGH} if caps else {}
+        )
+        await store.create(Account(id=parent, **reseller_caps))
         own: dict[str, Any] = {"concurrency_limit": HIGH, "cps_limit": HIGH} if caps else {}
         for account in accounts:
             await store.create(
@@ -107,6 +108,7 @@ def _settings(tmp: str, url: str) -> Settings:
     return Settings(
         state_dir=Path(tmp),
         redis=RedisSettings(url=url, lease_ttl=LEASE_TTL),
+        api=ApiSettings(port=0),
         authorization=AuthorizationSettings(
             http_port=0, fastagi_port=0, debit_interval=DEBIT_INTERVAL
         ),
@@ -132,6 +134,7 @@ async def main(args: argparse.Namespace) -> None:
         plain_settings, caps_settings = _settings(tmp_plain, url), _settings(tmp_caps, url)
         await provision(plain_settings, plain, caps=False)
         await provision(caps_settings, capped, caps=True)
+        print("provisioned", file=sys.stderr, flush=True)
         without, with_caps = Daemon(plain_settings), Daemon(caps_settings)
         await without.start()
         await with_caps.start()
@@ -140,6 +143,7 @@ async def main(args: argparse.Namespace) -> None:
             run_id = f"{kind}-{uuid.uuid4().hex[:8]}"
             began = time.process_time()
             run = await loop.run_in_executor(pool, load_phase, kind, target, accounts, run_id, size)
+            print(f"  {kind} ({accounts[0][-3:]}): {run.rate:,.0f}/s", file=sys.stderr, flush=True)
             if kind == "baseline":
                 return run
             return dataclasses.replace(run, cpu=time.process_time() - began)
@@ -157,7 +161,9 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await without.stop()
             await with_caps.stop()
-            await _delete_keys(url, [*plain, *capped, f"{capped[0]}-reseller"])
+            await _delete_keys(
+                url, [*plain, *capped, f"{plain[0]}-reseller", f"{capped[0]}-reseller"]
+            )
 
     base, bare, full = (_median(runs[mode]) for mode in "abc")
     print(

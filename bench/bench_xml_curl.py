@@ -55,7 +55,7 @@ from daemon.app import Daemon  # noqa: E402
 from daemon.http_authorize import serve_authorize_http  # noqa: E402
 from daemon.http_xml_curl import DIALPLAN_PATH, form_fields, xml_curl_routes  # noqa: E402
 from daemon.logging_setup import configure_logging  # noqa: E402
-from daemon.settings import AuthorizationSettings, RedisSettings, Settings  # noqa: E402
+from daemon.settings import ApiSettings, AuthorizationSettings, RedisSettings, Settings  # noqa: E402
 
 FIXTURE = BENCH_DIR.parents[1] / "shared" / "fixtures" / "freeswitch" / "sip_bridged_call.esl"
 SIP_CHANNEL = "sofia/local/1000@127.0.0.1"  # the inbound SIP leg: the largest CHANNEL_CREATE
@@ -226,6 +226,8 @@ async def main(args: argparse.Namespace) -> None:
         settings = Settings(
             state_dir=Path(tmp),
             redis=RedisSettings(url=url, lease_ttl=stack.LEASE_TTL),
+            api=ApiSettings(port=0),
+
             authorization=AuthorizationSettings(
                 http_port=0, fastagi_port=0, debit_interval=stack.DEBIT_INTERVAL
             ),

@@ -4,16 +4,22 @@ Nothing else in the code base creates clients or servers. Start order: SQL (migr
 Redis (rebuilt from SQL), tariffs, the authorization service and its listeners, the
 settler, the session manager, then the switch connectors. Stop order is the reverse,
 with authorization refused first and settlements drained last (shielded).
+
+Under systemd (``Type=notify``, ``daemon/sd_notify.py``): READY=1 once SQL and Redis
+are up (``start``) and every switch is connected (``ready``), or after
+``startup_timeout`` with a STATUS naming the switches still not connected: a dead PBX
+must not hold the unit in "activating" until systemd fails it, while the listeners and
+the other switches can serve (the connector keeps reconnecting). SIGHUP reloads between
+RELOADING=1 and READY=1; SIGTERM sends STOPPING=1 and drains. ``WATCHDOG=1`` comes from
+``daemon/watchdog.py`` while every connector loop makes progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,21 +30,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from balance.accounts import Account, AccountStore
 from balance.bundles import BundleBalances, BundleService
 from balance.caps import SharedCaps
+from balance.denials import DenialCounter
 from balance.ledger import Ledger
 from balance.live import LiveState
-from balance.rated_calls import RatedCallRecord, RatedCallWriter
+from balance.rated_calls import RatedCallWriter
 from balance.seat_sessions import SeatSessions
 from balance.seats import SeatState
 from balance.usage import TierService, UsageCounters, zones_of
-from connectors.events import AgentLoggedIn, AgentLoggedOut, Event
 from connectors.live_calls import LiveCall
-from daemon import notifications
 from daemon.account_admin import AccountAdmin
 from daemon.account_directory import AccountDirectory
-from daemon.authorization import AuthorizationDecision, AuthorizationRequest
+from daemon.api.app import build_api
+from daemon.api.ops import ops_router
+from daemon.api.server import ApiServer, serve_api
 from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
 from daemon.caps_policy import CapsPolicy, account_limits, seat_limit
-from daemon.connector_types import EventHandler
+from daemon.daemon_hooks import DaemonHooks
 from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
 from daemon.http_agent import agent_routes
@@ -49,18 +56,19 @@ from daemon.metrics import Metrics
 from daemon.notification_settings import build_notifier
 from daemon.notifications import Notifier, NullNotifier
 from daemon.resync import ResyncReport, ResyncTarget, UntrackedPolicy, reconcile
+from daemon.sd_notify import SystemdNotifier
 from daemon.seat_manager import SeatManager
-from daemon.sessions import CallSession, SessionManager, SwitchControl
+from daemon.sessions import SessionManager, SwitchControl
 from daemon.settings import Settings
 from daemon.settlement import Settler
 from daemon.switches import Resyncer, SwitchConnector, build_connector
 from daemon.tariff_catalog import TariffCatalog
 from daemon.threshold_alerts import ThresholdAlerts
+from daemon.watchdog import ProgressWatchdog
 from storage.carriers import CarrierStore
 from storage.decks import DeckStore
 from storage.engine import make_engine
 from storage.migrate import upgrade
-from tariffs.money import to_micros
 from tariffs.ratedeck import RateDeck
 
 log = structlog.get_logger(__name__)
@@ -126,6 +134,7 @@ class Daemon:
     resources: Resources | None = None
     http_port: int = 0
     fastagi_port: int = 0
+    api_port: int = 0
     sessions: SessionManager | None = None
     settler: Settler | None = None
     service: AuthorizationService | None = None
@@ -138,15 +147,21 @@ class Daemon:
     caps: SharedCaps | None = None
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier = field(default_factory=NullNotifier)
-    thresholds: ThresholdAlerts | None = None
+    hooks: DaemonHooks | None = None
+    denials: DenialCounter | None = None
+    api_server: ApiServer | None = None
     seats: SeatManager | None = None
     admin: AccountAdmin | None = None
     connectors: list[SwitchConnector] = field(default_factory=list)
+    systemd: SystemdNotifier = field(default_factory=SystemdNotifier.from_environment)
+    startup_timeout: float = 30.0  # seconds READY=1 waits for the switches (module doc)
+    _watchdog: ProgressWatchdog | None = None
+    _ready_sent: bool = False
+    _stopping: bool = False
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _servers: list[Any] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _side_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _seat_state: SeatState | None = None
-    _trials_announced: set[str] = field(default_factory=set)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -154,6 +169,7 @@ class Daemon:
         settings = self.settings
         res = await open_resources(settings)
         self.resources = res
+        self.metrics.watch(self)
         account_store = AccountStore(res.engine)
         ledger = Ledger(res.engine)
         self.live = live = LiveState(res.redis, lease_ttl=settings.redis.lease_ttl)
@@ -177,8 +193,16 @@ class Daemon:
         self.admin = AccountAdmin(res.engine, live, settings.caps.policy())
         self.notifier = build_notifier(settings.notifications)
         await self.notifier.start()
-        self.thresholds = ThresholdAlerts(
-            res.redis, directory, self.notifier, settings.notifications.threshold_rules()
+        self.hooks = hooks = DaemonHooks(
+            metrics=self.metrics,
+            notifier=self.notifier,
+            directory=directory,
+            admin=self.admin,
+            thresholds=ThresholdAlerts(
+                res.redis, directory, self.notifier, settings.notifications.threshold_rules()
+            ),
+            connectors=lambda: self.connectors,
+            logoff_seats=settings.seats.over_limit == "logoff",
         )
         self.caps = caps = SharedCaps(
             res.redis,
@@ -201,8 +225,8 @@ class Daemon:
             caps_policy=settings.caps.policy(),
         )
         service.metrics = self.metrics
-        if self.notifier.enabled:
-            service.on_denial = self._on_denial
+        self.denials = denials = DenialCounter(res.redis)
+        service.on_denial = hooks.denial_recorder(denials)
         self.settler = settler = Settler(
             RatedCallWriter(res.engine),
             live,
@@ -212,8 +236,9 @@ class Daemon:
             bundles=bundles,
             timezone_of=service.timezone,
             caps=caps,
-            after_settle=self._after_settle,
+            after_settle=hooks.after_settle,
         )
+        settler.metrics = self.metrics
         settler.start()
         controls: dict[str, SwitchControl] = {}
         self.sessions = sessions = SessionManager(
@@ -225,9 +250,10 @@ class Daemon:
             authorize_unknown_calls=auth.unauthorized_calls == "authorize",
             bundles=bundles,
         )
-        sessions.on_cut = self._on_cut
-        if self.notifier.enabled:
-            sessions.on_debit = self._on_debit
+        sessions.on_cut = hooks.on_cut
+        sessions.on_lag = self.metrics.observe_debit_lag
+        if hooks.publishing:
+            sessions.on_debit = hooks.on_debit
         policy = settings.caps.policy()
 
         async def seat_limit_of(tenant: str) -> int | None:
@@ -241,11 +267,11 @@ class Daemon:
             self._seat_state,
             SeatSessions(res.engine),
             seat_limit=seat_limit_of,
-            logoff=self._logoff_seat,
-            notify=self._notify,
+            logoff=hooks.logoff_seat,
+            notify=hooks.notify,
         )
         await seats.restore()
-        dispatch = self._dispatcher(sessions, seats)
+        dispatch = hooks.dispatcher(sessions, seats)
         default_switch = settings.switches[0].id if settings.switches else "default"
         peers = {peer: sw.id for sw in settings.switches for peer in sw.agi_peers}
         agi = FastAGIServer(
@@ -280,6 +306,23 @@ class Daemon:
         await http.start()
         self.http_port = http.port
         self._servers.append(http)
+        # the operator's listener, apart from the switch-facing one: management API,
+        # /metrics, /health
+        api_app = build_api(
+            res.engine,
+            live,
+            self.admin,
+            directory=directory,
+            seats=self._seat_state,
+            denials=self.denials,
+            default_rate_deck=auth.default_rate_deck,
+            on_decks_changed=lambda name: service.catalog.reload(DeckStore(res.engine), name),
+        )
+        api_app.include_router(ops_router(self))
+        self.api_server = api = serve_api(api_app, settings.api.host, settings.api.port)
+        await api.start()
+        self.api_port = api.port
+        self._servers.append(api)
         for switch in settings.switches:
             connector = build_connector(
                 switch,
@@ -288,6 +331,7 @@ class Daemon:
                 authorizer=service,
                 seat_rules=settings.seats.rules(),
             )
+            connector.on_item = self.metrics.switch_events(switch.id)
             controls[switch.id] = connector
             self.connectors.append(connector)
             connector.start()
@@ -297,6 +341,16 @@ class Daemon:
                 name="accounts-refresh",
             )
         )
+        self._tasks.append(
+            asyncio.create_task(
+                self.metrics.follow_seats(SeatSessions(res.engine)), name="seat-census"
+            )
+        )
+        if self.systemd.watchdog_interval is not None:
+            self._watchdog = ProgressWatchdog(
+                self.systemd, lambda: self.connectors, interval=self.systemd.watchdog_interval
+            )
+            self._watchdog.start()
         log.info(
             "ratekeeper started",
             accounts=count,
@@ -305,136 +359,6 @@ class Daemon:
             fastagi_port=self.fastagi_port,
             switches=[s.id for s in settings.switches],
         )
-
-    def _on_cut(self, session: CallSession, reason: str) -> None:
-        """A live call was cut: counted by reason, published."""
-        self.metrics.count_cut(reason)
-        if not self.notifier.enabled:
-            return
-        talked = 0.0 if not session.answered_clock else time.monotonic() - session.answered_clock
-        self.notifier.publish(
-            notifications.call_cut(
-                session.account,
-                switch_id=session.switch_id,
-                call_id=session.call_id,
-                reason=reason,
-                seconds=max(0, int(talked)),
-            )
-        )
-        if reason == "TRIAL_EXPIRED":
-            self._trial_over(session.account)
-
-    def _on_denial(self, request: AuthorizationRequest, decision: AuthorizationDecision) -> None:
-        """A denied authorization, published (and a trial's end, once)."""
-        reason = decision.reason.value
-        self.notifier.publish(
-            notifications.denial(
-                request.account,
-                switch_id=request.switch_id,
-                call_id=request.call_id,
-                caller=request.caller,
-                callee=request.callee,
-                reason=reason,
-            )
-        )
-        if reason == "TRIAL_EXPIRED":
-            self._trial_over(request.account)
-
-    def _trial_over(self, account_id: str) -> None:
-        """Publish an account's trial expiry once per process."""
-        if account_id in self._trials_announced:
-            return
-        self._trials_announced.add(account_id)
-        ended = datetime.now(UTC)
-        if self.directory is not None:
-            cached = self.directory.cached(account_id)
-            if cached is not None and cached.trial_ends_at is not None:
-                ended = cached.trial_ends_at
-        self.notifier.publish(
-            notifications.trial_expired(account_id, plan="trial", trial_ended_at=ended)
-        )
-
-    async def _on_debit(self, session: CallSession) -> None:
-        """After a debit tick: low-balance thresholds at the call's rate."""
-        if self.thresholds is not None and session.priced is not None:
-            rate = to_micros(session.priced.rate.rate)
-            await self.thresholds.check(session.account, rate)
-
-    @staticmethod
-    def _dispatcher(sessions: SessionManager, seats: SeatManager) -> EventHandler:
-        """Seat events to the seat manager, everything else to the session manager."""
-
-        async def dispatch(event: Event) -> None:
-            if isinstance(event, AgentLoggedIn | AgentLoggedOut):
-                await seats.handle(event)
-            else:
-                await sessions.handle(event)
-
-        return dispatch
-
-    async def _logoff_seat(self, switch_id: str, seat: str) -> None:
-        """Log a seat past its tenant's limit off its switch (``seats.over_limit``).
-
-        The command goes out in a task of its own: the event stream that reported the
-        login never waits for the switch's answer.
-        """
-        if self.settings.seats.over_limit != "logoff":
-            return
-        connector = next((c for c in self.connectors if c.switch_id == switch_id), None)
-        if connector is None:
-            log.error("no connector to log the seat off", switch_id=switch_id, seat=seat)
-            return
-        task = asyncio.create_task(connector.logoff_seat(seat), name=f"seat-logoff:{seat}")
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-
-    async def _after_settle(self, record: RatedCallRecord, is_new: bool) -> None:
-        """A call was rated: published, low-balance thresholds checked, and a postpaid
-        account at its credit limit suspended."""
-        if not is_new or self.directory is None or self.admin is None:
-            return
-        if self.notifier.enabled:
-            self.notifier.publish(notifications.call_rated(record))
-            if self.thresholds is not None:
-                await self.thresholds.check(record.account_id, record.rate_micros or None)
-        account = await self.directory.get(record.account_id)
-        if account is None or account.billing != "postpaid":
-            return
-        suspended = await self.admin.check_postpaid(record.account_id)
-        if suspended is not None:
-            log.warning("postpaid account suspended at its credit limit", account=suspended.id)
-            self.directory.put(suspended)
-            self._notify(
-                "account_suspended",
-                suspended.id,
-                {"reason": suspended.status_reason, "call_id": record.call_id},
-            )
-
-    def _notify(self, kind: str, tenant: str, payload: dict[str, object]) -> None:
-        """An event of a component (seats, suspensions) for metrics and the notifier."""
-        if kind == "seat_refused":
-            self.metrics.seat_refusals.labels(tenant or "-").inc()
-        notifier = self.notifier
-        if not notifier.enabled:
-            return
-        if kind.startswith("seat_"):
-            state = {"seat_logged_in": "logged_in", "seat_logged_out": "logged_out"}.get(
-                kind, "refused"
-            )
-            limit = payload.get("limit")
-            notifier.publish(
-                notifications.seat(
-                    tenant,
-                    switch_id=str(payload.get("switch_id", "")),
-                    agent=str(payload.get("seat", "")),
-                    state=state,
-                    seats_in_use=int(str(payload.get("live_seats", 0))),
-                    seat_limit=int(str(limit)) if limit is not None and limit != -1 else None,
-                )
-            )
-        elif kind == "account_suspended":
-            reason = str(payload.get("reason", ""))
-            notifier.publish(notifications.account_suspended(tenant, reason=reason))
 
     @staticmethod
     async def _refresh_accounts(directory: AccountDirectory, interval: float) -> None:
@@ -471,12 +395,52 @@ class Daemon:
 
         return resync
 
+    async def ready(self) -> list[str]:
+        """Wait for every switch (up to ``startup_timeout``), then send READY=1.
+
+        Returns the ids of the switches still not connected (named in the STATUS line).
+        """
+        try:
+            async with asyncio.timeout(self.startup_timeout):
+                await asyncio.gather(*(c.wait_connected() for c in self.connectors))
+        except TimeoutError:
+            pass
+        missing = [c.switch_id for c in self.connectors if not c.connected]
+        if missing:
+            log.warning("ready without every switch", not_connected=missing)
+        if not self._stopping:
+            self._ready_sent = True
+            self.systemd.ready(self._serving_status(missing))
+        return missing
+
+    def _serving_status(self, missing: Sequence[str] = ()) -> str:
+        switches = len(self.connectors)
+        if missing:
+            return f"serving; switches not connected (retrying): {', '.join(missing)}"
+        return f"serving; {switches} switch{'es' if switches != 1 else ''} connected"
+
     async def reload(self) -> None:
         """Re-read accounts, rate decks, carriers, margin guards and plans from SQL (SIGHUP).
 
         Each is read and indexed before it is swapped in; a failure keeps what was
-        loaded. Live calls keep the price they started with.
+        loaded. Live calls keep the price they started with and go on being debited.
+        Reloads run one at a time, between RELOADING=1 and READY=1 once the daemon has
+        announced itself ready.
         """
+        if self.resources is None or self.service is None or self._stopping:
+            return
+        async with self._reload_lock:
+            announce = self._ready_sent and not self._stopping
+            if announce:
+                self.systemd.reloading("reloading rate decks, accounts and plans")
+            try:
+                await self._reload_from_sql()
+            finally:
+                if announce and not self._stopping:
+                    missing = [c.switch_id for c in self.connectors if not c.connected]
+                    self.systemd.ready(self._serving_status(missing))
+
+    async def _reload_from_sql(self) -> None:
         if self.resources is None or self.service is None:
             return
         try:
@@ -496,6 +460,10 @@ class Daemon:
 
     async def stop(self) -> None:
         """Drain: refuse authorizations, stop listeners and connectors, finish settlements."""
+        self._stopping = True
+        self.systemd.stopping("draining: authorizations refused, settlements finishing")
+        if self._watchdog is not None:
+            self._watchdog.draining()
         if self.service is not None:
             self.service.accepting = False
         for task in self._tasks:
@@ -510,16 +478,17 @@ class Daemon:
                 log.warning("listener close failed", error=str(exc))
         for connector in self.connectors:
             await connector.close()
-        for side in list(self._side_tasks):
-            side.cancel()
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        if self.hooks is not None:
+            await self.hooks.aclose()
+        if self.denials is not None:
+            await self.denials.aclose()
         if self._seat_state is not None:
             await self._seat_state.aclose()
-        await self.notifier.aclose()
         if self.sessions is not None:
             await self.sessions.close()
         if self.settler is not None:
             await self.settler.close()
+        await self.notifier.aclose()  # after the last settlements: their events go out
         if self.counters is not None:
             await self.counters.aclose()
         if self.caps is not None:
@@ -528,11 +497,16 @@ class Daemon:
             await self.bundles.balances.aclose()
         if self.resources is not None:
             await self.resources.close()
+        if self._watchdog is not None:
+            await self._watchdog.stop()
+            self._watchdog = None
+        self.systemd.close()
         self._stopped.set()
         log.info("ratekeeper stopped")
 
     async def run_until_signalled(self) -> None:
-        """Serve until SIGTERM/SIGINT, then stop gracefully."""
+        """Serve until SIGTERM/SIGINT, then stop gracefully; READY=1 once ready, SIGHUP
+        reloads (module doc)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -546,7 +520,12 @@ class Daemon:
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
+        announcing = asyncio.create_task(self.ready(), name="ready")
         try:
             await stop.wait()
         finally:
+            pending = [announcing, *reloads]  # stopping: a reload in flight is abandoned
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             await asyncio.shield(self.stop())

@@ -15,6 +15,17 @@ Agent seats follow the same stream: every item also goes through the seat transl
 (``_list_seats``) and reconciled where the answer arrived (``_adopt_seats``), so a seat
 that logged in or out while the daemon was away is seen. ``logoff_seat`` logs a seat
 off the switch (past its tenant's seat limit).
+
+Progress (for the systemd watchdog, ``daemon/watchdog.py``): ``last_progress`` is the
+monotonic time the connector's loop last got an item through: a switch event, a
+``SwitchConnected`` / ``SwitchDisconnected``, or a probe. ``probe()`` puts a marker into
+the client's stream; it comes back through the client's dispatcher task and this
+connector's lock, so it proves the whole path alive even when the switch is quiet or
+unreachable (a client that keeps reconnecting still dispatches, so it counts as
+progress). A handler stuck on one item, a lock never released, or a client task that
+died leaves the probe unanswered and ``last_progress`` stale. A connection that went
+silent is the client's own keepalive's business: its timeout drops the connection,
+and the reconnection shows in the stream.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 import structlog
@@ -61,7 +72,12 @@ class ConnectorBase(ABC):
         self._lost_at: Decimal | None = None
         self._expire_every = expire_every
         self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []  # the client and the timer
         self._lock = asyncio.Lock()
+        self.on_item: Callable[[], None] | None = None  # called for every protocol item
+        self._up = asyncio.Event()
+        self._probe_pending = False
+        self.last_progress = time.monotonic()
 
     # -- the protocol, per switch kind -------------------------------------------------
 
@@ -129,24 +145,54 @@ class ConnectorBase(ABC):
 
     def start(self) -> None:
         """Run the client and the grace-period timer."""
-        self._tasks = [
+        self.last_progress = time.monotonic()
+        self._loops = [
             asyncio.create_task(self._run_client(), name=f"{self.protocol}:{self.switch_id}"),
             asyncio.create_task(
                 self._expire_loop(), name=f"{self.protocol}-expire:{self.switch_id}"
             ),
         ]
+        self._tasks = list(self._loops)
 
     async def close(self) -> None:
         """Stop the client, then the timer and any resync in flight."""
         await self._close_client()
         await _cancel(self._tasks)
         self._tasks = []
+        self._loops = []
+
+    async def wait_connected(self) -> None:
+        """Return once the switch is connected (at once when it is)."""
+        await self._up.wait()
+
+    def probe(self) -> None:
+        """Ask the loop to prove it is alive: ``last_progress`` moves when it does.
+
+        Nothing is sent while a probe is still on its way, or when the client or the
+        timer task has ended (then the connector makes no progress any more).
+        """
+        if self._probe_pending or not self._loops or any(t.done() for t in self._loops):
+            return
+        self._probe_pending = True
+        self._inject(_Probe())
 
     # -- the event stream --------------------------------------------------------------
 
     async def _on_item(self, item: object) -> None:
+        try:
+            await self._deliver(item)
+        finally:
+            self.last_progress = time.monotonic()
+
+    async def _deliver(self, item: object) -> None:
+        payload = getattr(item, "payload", None)
+        if isinstance(payload, _Probe):
+            async with self._lock:  # a timer stuck under the lock holds the probe too
+                self._probe_pending = False
+            return
         if isinstance(item, SwitchConnected):
             self.connected = True
+            self._up.set()
             await self._handler(item)
             listings = [self._request_seats()]
             if self._resync is not None:
@@ -156,10 +202,10 @@ class ConnectorBase(ABC):
             return
         if isinstance(item, SwitchDisconnected):
             self.connected = False
+            self._up.clear()
             self._lost_at = wall_clock()
             await self._handler(item)
             return
-        payload = getattr(item, "payload", None)
         if isinstance(payload, ResyncListing):
             await self._apply_listing(payload)
             return
@@ -168,6 +214,8 @@ class ConnectorBase(ABC):
                 for event in self._adopt_seats(payload.items):
                     await self._handler(event)
             return
+        if self.on_item is not None:
+            self.on_item()  # counted: events per switch
         self._before_translate(item)
         async with self._lock:
             for event in self._translate(item):
@@ -212,6 +260,12 @@ class ConnectorBase(ABC):
             async with self._lock:
                 for event in self._expire(time.time()):
                     await self._handler(event)
+
+
+class _Probe:
+    """The marker ``probe()`` sends round the client's stream."""
+
+    __slots__ = ()
 
 
 async def _cancel(tasks: Sequence[asyncio.Task[None]] | Sequence[asyncio.Task[object]]) -> None:

@@ -27,7 +27,7 @@ from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from balance.rated_calls import RatedCallWriter
 from daemon.app import Daemon, open_resources
-from daemon.settings import AuthorizationSettings, Settings, SwitchSettings
+from daemon.settings import ApiSettings, AuthorizationSettings, Settings, SwitchSettings
 from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
 from daemon.simulator.freeswitch import SimulatedFreeSWITCH
 from daemon.simulator.loadgen import make_plans, run_calls
@@ -126,6 +126,7 @@ def demo_settings(state_dir: Path, ami_port: int, esl_port: int | None = None) -
         switches.append(local_freeswitch(FS_SWITCH_ID, esl_port, ESL_PASSWORD))
     return Settings(
         state_dir=state_dir,
+        api=ApiSettings(port=0),
         authorization=AuthorizationSettings(
             http_port=0, fastagi_port=0, debit_interval=1, max_call_duration=3600
         ),
@@ -235,9 +236,7 @@ async def run_demo(*, calls: int = 0, cps: float = 20.0, state_dir: Path | None 
                 load = make_plans(calls, [LOAD_TENANT], ["15551000000"], (0.5, 2.0), 7)
                 ast_plans, fs_plans, rate = load[0::2], load[1::2], cps / 2
             started = time.perf_counter()
-            ast_out, fs_out = await _run_with_progress(
-                console, switches, ast_plans, fs_plans, rate
-            )
+            ast_out, fs_out = await _run_with_progress(console, switches, ast_plans, fs_plans, rate)
             elapsed = time.perf_counter() - started
             assert daemon.settler is not None
             await asyncio.sleep(0.5)

@@ -233,6 +233,12 @@ class SessionManager:
             return
         found = await self._find_reservation(session)
         session.priced = await self._price_at_start(session, found)
+        priced = session.priced
+        if priced is not None and priced.bundle is not None and not priced.terms.bundle_seconds:
+            # authorized on money (the bundle was used up then): a money call to its end,
+            # even if the bundle gets seconds back meanwhile -- its price stays the one it
+            # was authorized with
+            session.bundle_exhausted = found is not None
         if found is not None:
             session.reservation_key = found
             session.reserved_micros = await self._reserved(session.account, found)

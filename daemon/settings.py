@@ -8,6 +8,12 @@ and list values are JSON (``RATEKEEPER_SWITCHES='[...]'``). Every model forbids 
 keys, and an unknown ``RATEKEEPER_*`` variable is an error too: a typo must not silently
 do nothing. ``RATEKEEPER_TEST_*`` is reserved for the test suite and ignored.
 
+A switch secret may name a systemd credential instead of holding the value:
+``secret = "credential:ami-pbx-1"`` reads ``$CREDENTIALS_DIRECTORY/ami-pbx-1`` (the unit's
+``LoadCredential=ami-pbx-1``, which systemd fills from ``/etc/credstore/ami-pbx-1``) when
+the settings are loaded; one trailing newline is dropped. A missing directory, file or value is a
+validation error naming the switch and the credential, never the value.
+
 Errors (stable ``code`` on each class)::
 
     ConfigError                      CONFIG_ERROR
@@ -29,6 +35,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +47,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -57,6 +65,12 @@ ENV_NESTED_DELIMITER = "__"
 RESERVED_ENV_PREFIXES = ("RATEKEEPER_TEST_",)
 DEFAULT_SWITCH_PORTS = {"asterisk": 5038, "freeswitch": 8021}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CREDENTIAL_PREFIX = "credential:"
+_CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9_.@-]*$")
+# The environment ``load_settings`` was given (pydantic-settings drops validation context).
+_LOADING_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "ratekeeper_settings_environ", default=None
+)
 
 
 class ConfigError(Exception):
@@ -173,6 +187,17 @@ class SwitchSettings(_Section):
             if port is not None:
                 return {**data, "port": port}
         return data
+
+    @field_validator("secret")
+    @classmethod
+    def _resolve_credential(cls, secret: SecretStr, info: ValidationInfo) -> SecretStr:
+        value = secret.get_secret_value()
+        if not value.startswith(CREDENTIAL_PREFIX):
+            return secret
+        environ = _LOADING_ENVIRON.get() or os.environ
+        switch = str(info.data.get("id", "?"))
+        name = value.removeprefix(CREDENTIAL_PREFIX)
+        return SecretStr(read_credential(name, switch=switch, environ=environ))
 
     @field_validator("agi_peers")
     @classmethod
@@ -379,6 +404,45 @@ class Settings(BaseSettings):
         return data
 
 
+def read_credential(name: str, *, switch: str, environ: Mapping[str, str]) -> str:
+    """The value of systemd credential ``name`` (``$CREDENTIALS_DIRECTORY/name``).
+
+    ValueError naming the switch and the credential (never the value) when the name is
+    not a plain file name, the directory is not set, or the file is missing, unreadable,
+    empty or longer than one line.
+    """
+    where = f"switch {switch!r}: credential {name!r}"
+    if not _CREDENTIAL_NAME.match(name):
+        raise ValueError(f"{where}: not a credential name (letters, digits, '_', '.', '@', '-')")
+    directory = environ.get("CREDENTIALS_DIRECTORY", "")
+    if not directory:
+        raise ValueError(
+            f"{where}: $CREDENTIALS_DIRECTORY is not set (the unit needs "
+            f"LoadCredential={name}, read from /etc/credstore/{name}; "
+            "or put the secret itself in the setting)"
+        )
+    path = Path(directory) / name
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(
+            f"{where}: not in {directory} (the unit needs LoadCredential={name} "
+            f"and the file /etc/credstore/{name})"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where}: not valid UTF-8") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"{where}: the credential is empty")
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{where}: the credential must be one line")
+    return text
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of its user info replaced by ``***``."""
     parts = urlsplit(url)
@@ -417,11 +481,14 @@ def load_settings(
         data = {}
     env_origins = _apply_environment(data, env)
     data.setdefault("state_dir", str(default_state_dir(env)))
+    token = _LOADING_ENVIRON.set(env)  # where credentials are looked up
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(err, source, env_origins) for err in exc.errors()]
         raise ConfigValidationError(problems) from exc
+    finally:
+        _LOADING_ENVIRON.reset(token)
 
 
 _TOML_POSITION = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")

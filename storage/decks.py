@@ -42,6 +42,10 @@ Deck = tuple[DeckInfo, list[Rate]]
 _INSERT_BATCH = 10_000
 
 
+STAGED_SUFFIX = "@pending"
+"""Decks named ``<name>@pending`` are uploads staged by the API, not yet in force."""
+
+
 class DeckStoreError(Exception):
     """Base of deck storage errors."""
 
@@ -195,17 +199,19 @@ class DeckStore:
         return decks.get(name)
 
     async def load_all(self) -> dict[str, Deck]:
-        """Every deck by name."""
+        """Every deck in force by name (a version staged by the API, ``<name>@pending``, is
+        not in force: ``daemon.api.deck_staging``)."""
         with wrap_driver_errors("loading decks"):
             async with self._engine.connect() as conn:
-                return await self._load(conn, None)
+                decks = await self._load(conn, None)
+        return {name: deck for name, deck in decks.items() if not name.endswith(STAGED_SUFFIX)}
 
     async def names(self) -> list[str]:
-        """The names of every deck, sorted."""
+        """The names of every deck in force, sorted."""
         with wrap_driver_errors("listing decks"):
             async with self._engine.connect() as conn:
                 result = await conn.execute(select(rate_decks.c.name).order_by(rate_decks.c.name))
-                return [row.name for row in result]
+                return [row.name for row in result if not row.name.endswith(STAGED_SUFFIX)]
 
     @staticmethod
     async def _load(conn: AsyncConnection, name: str | None) -> dict[str, Deck]:

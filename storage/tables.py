@@ -174,6 +174,8 @@ rated_calls = Table(
     Column("rated_at", UTCDateTime, nullable=False),
     UniqueConstraint("switch_id", "call_id"),
     Index("ix_rated_calls_account_id_ended_at_us", "account_id", "ended_at_us"),
+    # the API's listings by start time (migration 0011)
+    Index("ix_rated_calls_account_id_started_at_us", "account_id", "started_at_us", "id"),
 )
 
 # Every index and constraint here is paid on each of the two entries of every rated call

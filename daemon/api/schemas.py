@@ -132,7 +132,7 @@ class AccountCreate(_Caps):
     )
     billing: Literal["prepaid", "postpaid"] = "prepaid"
     credit_limit: NonNegativeAmount = "0"
-    rate_deck: str | None = Field(None, min_length=1, max_length=64)
+    rate_deck: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^@]+$")
     timezone: str = Field("UTC", max_length=64, examples=["Europe/Paris"])
 
 

@@ -25,7 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance.accounts import Account, AccountStore
 from balance.api_keys import ApiKeyStore
+from balance.denials import DenialCounter
 from balance.live import LiveState
+from balance.seats import SeatState
 from daemon.account_admin import AccountAdmin
 from daemon.api.app import build_api
 from daemon.caps_policy import CapsPolicy
@@ -44,6 +46,8 @@ class World:
     admin: AccountAdmin
     ids: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
+    seats: SeatState | None = None
+    denials: DenialCounter | None = None
 
     def headers(self, who: str, **extra: str) -> dict[str, str]:
         """Headers of a request sent as ``who``."""
@@ -68,6 +72,25 @@ class World:
             method, path, json=json, params=params, headers=self.headers(who, **extra)
         )
 
+    async def send(
+        self,
+        who: str,
+        method: str,
+        path: str,
+        *,
+        content: str | bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request with a raw body (a CSV upload) as ``who``."""
+        return await self.client.request(
+            method,
+            path,
+            content=content,
+            params=params,
+            headers=self.headers(who, **(headers or {})),
+        )
+
     async def add_account(self, account_id: str, parent_id: str | None, **fields: Any) -> Account:
         """Create an account in SQL and load its hot state into Redis."""
         account = await AccountStore(self.engine).create(
@@ -89,7 +112,9 @@ async def world_fixture(
     """The API and its world on the test's SQL database and Redis."""
     live = LiveState(redis_client)
     admin = AccountAdmin(sql_engine, live, CapsPolicy())
-    app = build_api(sql_engine, live, admin)
+    seats = SeatState(redis_client)
+    denials = DenialCounter(redis_client)
+    app = build_api(sql_engine, live, admin, seats=seats, denials=denials)
     ids = {
         "reseller_a": unique("ra"),
         "customer_a": unique("ca"),
@@ -99,7 +124,7 @@ async def world_fixture(
     }
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-        w = World(app, client, sql_engine, live, admin, ids)
+        w = World(app, client, sql_engine, live, admin, ids, seats=seats, denials=denials)
         await w.add_account(ids["reseller_a"], None, name="Reseller A")
         await w.add_account(ids["customer_a"], ids["reseller_a"], name="Customer A")
         await w.add_account(ids["sub_a"], ids["customer_a"], name="Sub-customer A")
@@ -116,4 +141,6 @@ async def world_fixture(
         try:
             yield w
         finally:
+            await denials.aclose()
+            await seats.aclose()
             await live.aclose()

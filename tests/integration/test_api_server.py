@@ -38,6 +38,15 @@ def test_given_the_document_when_read_then_every_endpoint_and_both_key_schemes_a
         ("GET", "/v1/resellers/{account_id}/customers"),
         ("POST", "/v1/accounts/{account_id}/topups"),
         ("POST", "/v1/accounts/{account_id}/adjustments"),
+        ("GET", "/v1/accounts/{account_id}/ledger"),
+        ("GET", "/v1/accounts/{account_id}/rated-calls"),
+        ("GET", "/v1/accounts/{account_id}/live-calls"),
+        ("GET", "/v1/accounts/{account_id}/seats"),
+        ("GET", "/v1/accounts/{account_id}/denials"),
+        ("GET", "/v1/decks"),
+        ("GET", "/v1/decks/{name}"),
+        ("POST", "/v1/decks/{name}"),
+        ("POST", "/v1/decks/{name}/activate"),
     }
     assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     topup = document["paths"]["/v1/accounts/{account_id}/topups"]["post"]

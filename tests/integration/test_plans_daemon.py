@@ -30,7 +30,13 @@ from balance.usage import TierPlanStore, UsageCounters
 from connectors.events import CallAnswered, CallEnded, CallStarted
 from daemon.app import Daemon, open_resources
 from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
-from daemon.settings import AuthorizationSettings, DatabaseSettings, RedisSettings, Settings
+from daemon.settings import (
+    ApiSettings,
+    AuthorizationSettings,
+    DatabaseSettings,
+    RedisSettings,
+    Settings,
+)
 from daemon.tariff_catalog import TariffCatalog
 from storage.decks import DeckStore
 from storage.tables import rated_calls
@@ -66,6 +72,8 @@ def _settings(tmp: Path, sql_url: str, redis_url: str) -> Settings:
         state_dir=tmp,
         database=DatabaseSettings(url=sql_url, batch_delay_ms=5),
         redis=RedisSettings(url=redis_url),
+        api=ApiSettings(port=0),
+
         authorization=AuthorizationSettings(
             http_port=0, fastagi_port=0, debit_interval=SLICE, max_call_duration=3600
         ),

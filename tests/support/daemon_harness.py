@@ -14,6 +14,7 @@ from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.demo import local_asterisk
 from daemon.settings import (
+    ApiSettings,
     AuthorizationSettings,
     DatabaseSettings,
     RedisSettings,
@@ -48,6 +49,7 @@ def make_settings(
         state_dir=tmp,
         database=DatabaseSettings(url=sql_url, batch_delay_ms=5),
         redis=RedisSettings(url=redis_url),
+        api=ApiSettings(port=0),
         authorization=AuthorizationSettings(
             http_port=0, fastagi_port=0, debit_interval=debit_interval, max_call_duration=3600
         ),
