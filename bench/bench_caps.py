@@ -161,9 +161,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await without.stop()
             await with_caps.stop()
-            await _delete_keys(
-                url, [*plain, *capped, f"{plain[0]}-reseller", f"{capped[0]}-reseller"]
-            )
+            await _delete_keys(url, prefix)
 
     base, bare, full = (_median(runs[mode]) for mode in "abc")
     print(
@@ -197,17 +195,14 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"WARNING {name}: only {run.allowed} of {run.count} answers were ALLOW")
 
 
-async def _delete_keys(url: str, accounts: list[str]) -> None:
+async def _delete_keys(url: str, prefix: str) -> None:
+    """Delete the run's keys: its accounts' (one tag prefix) and its shared scopes'."""
     client = aioredis.Redis.from_url(url)
     try:
-        for account in accounts:
-            found = [k async for k in client.scan_iter(match=keys.account_pattern(account))]
-            if found:
-                await client.delete(*found)
-        for pattern in (keys.CAPS_TAG + "*",):
-            found = [k async for k in client.scan_iter(match=pattern, count=1000)]
-            for start in range(0, len(found), 500):
-                await client.delete(*found[start : start + 500])
+        for pattern in (f"{keys.PREFIX}:{{{prefix}*", f"{keys.CAPS_TAG}*{prefix}*"):
+            found = [k async for k in client.scan_iter(match=pattern, count=10_000)]
+            for start in range(0, len(found), 1000):
+                await client.delete(*found[start : start + 1000])
     finally:
         await client.aclose()
 

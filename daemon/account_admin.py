@@ -62,12 +62,12 @@ class AccountAdmin:
         self._store = AccountStore(engine)
         self._ledger = Ledger(engine)
         self._live = live
-        self._policy = policy
+        self.policy = policy  # replaced on a configuration reload
 
     async def sync(self, account: Account) -> None:
         """Load the account's hot state into Redis from SQL (balance from the ledger)."""
         balance = await self._ledger.balance_micros(account.id)
-        await self._live.load_account(account_limits(account, balance, self._policy))
+        await self._live.load_account(account_limits(account, balance, self.policy))
 
     async def set_caps(self, account_id: str, **caps: Any) -> Account:
         """Change some of :data:`CAP_FIELDS` (validated by the account store)."""
@@ -124,7 +124,7 @@ class AccountAdmin:
 
     async def check_postpaid(self, account_id: str) -> Account | None:
         """Suspend a postpaid account that reached its credit limit; the account if so."""
-        if not self._policy.postpaid_auto_suspend:
+        if not self.policy.postpaid_auto_suspend:
             return None
         account = await self._store.get(account_id)
         if account is None or account.billing != "postpaid" or account.status != "active":

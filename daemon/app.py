@@ -21,6 +21,7 @@ import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,6 +46,7 @@ from daemon.api.ops import ops_router
 from daemon.api.server import ApiServer, serve_api
 from daemon.authorization_service import AuthorizationPolicy, AuthorizationService
 from daemon.caps_policy import CapsPolicy, account_limits, seat_limit
+from daemon.config_reload import apply_logging, read_change
 from daemon.daemon_hooks import DaemonHooks
 from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
@@ -155,6 +157,8 @@ class Daemon:
     connectors: list[SwitchConnector] = field(default_factory=list)
     systemd: SystemdNotifier = field(default_factory=SystemdNotifier.from_environment)
     startup_timeout: float = 30.0  # seconds READY=1 waits for the switches (module doc)
+    config_path: Path | None = None  # the --config file, re-read on SIGHUP
+    reload_config_file: bool = False  # re-read the default file on SIGHUP (no --config)
     _watchdog: ProgressWatchdog | None = None
     _ready_sent: bool = False
     _stopping: bool = False
@@ -432,13 +436,50 @@ class Daemon:
         async with self._reload_lock:
             announce = self._ready_sent and not self._stopping
             if announce:
-                self.systemd.reloading("reloading rate decks, accounts and plans")
+                self.systemd.reloading("reloading the configuration, rate decks, accounts")
             try:
+                await self._reload_config()
                 await self._reload_from_sql()
             finally:
                 if announce and not self._stopping:
                     missing = [c.switch_id for c in self.connectors if not c.connected]
                     self.systemd.ready(self._serving_status(missing))
+
+    async def _reload_config(self) -> None:
+        """Re-read the configuration file; apply what can change live (config_reload)."""
+        if self.config_path is None and not self.reload_config_file:
+            return
+        change = read_change(self.settings, self.config_path)
+        if change is None or not change.applied:
+            return
+        new, old = change.settings, self.settings
+        apply_logging(new, old)
+        # the live sections are taken over; the others stay until a restart
+        self.settings = old.model_copy(
+            update={
+                "logging": new.logging,
+                "caps": new.caps,
+                "seats": new.seats,
+                "notifications": old.notifications.model_copy(
+                    update={"low_balance": new.notifications.low_balance}
+                ),
+            }
+        )
+        policy = new.caps.policy()
+        if self.service is not None:
+            self.service.caps_policy = policy
+        if self.admin is not None:
+            self.admin.policy = policy
+        if self.hooks is not None:
+            self.hooks.reconfigure(
+                logoff_seats=new.seats.over_limit == "logoff",
+                thresholds=new.notifications.threshold_rules(),
+            )
+        if "caps" in change.applied and self.directory is not None and self.live is not None:
+            assert self.resources is not None
+            accounts = await self.directory.load()
+            await rebuild_live_state(accounts, Ledger(self.resources.engine), self.live, policy)
+        log.info("configuration reloaded", applied=list(change.applied))
 
     async def _reload_from_sql(self) -> None:
         if self.resources is None or self.service is None:

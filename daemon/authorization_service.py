@@ -135,6 +135,15 @@ class AuthorizationService:
         self.on_denial: Callable[[AuthorizationRequest, AuthorizationDecision], None] | None = None
 
     @property
+    def caps_policy(self) -> CapsPolicy:
+        """The trial and suspension policy in force."""
+        return self._caps_policy
+
+    @caps_policy.setter
+    def caps_policy(self, policy: CapsPolicy) -> None:
+        self._caps_policy = policy
+
+    @property
     def policy(self) -> AuthorizationPolicy:
         """The policy in force."""
         return self._policy

@@ -69,9 +69,11 @@ def run(ctx: typer.Context) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
     from daemon.app import Daemon
 
-    settings = state(ctx).settings()
+    cli_state = state(ctx)
+    settings = cli_state.settings()
     configure_logging(settings.logging.level, settings.logging.format)
-    run_async(lambda: Daemon(settings).run_until_signalled())
+    daemon = Daemon(settings, config_path=cli_state.config_path, reload_config_file=True)
+    run_async(daemon.run_until_signalled)
 
 
 @app.command("demo")

@@ -18,6 +18,7 @@ import structlog
 
 from balance.denials import DenialCounter
 from balance.rated_calls import RatedCallRecord
+from balance.thresholds import ThresholdRule
 from connectors.events import AgentLoggedIn, AgentLoggedOut, Event
 from daemon import notifications
 from daemon.account_admin import AccountAdmin
@@ -60,6 +61,11 @@ class DaemonHooks:
         self._logoff_seats = logoff_seats
         self._trials_announced: set[str] = set()
         self._side_tasks: set[asyncio.Task[None]] = set()
+
+    def reconfigure(self, *, logoff_seats: bool, thresholds: Sequence[ThresholdRule]) -> None:
+        """A configuration reload: the seat policy and the default low-balance rules."""
+        self._logoff_seats = logoff_seats
+        self._thresholds.defaults = tuple(thresholds)
 
     @property
     def publishing(self) -> bool:

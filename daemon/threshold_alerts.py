@@ -58,7 +58,7 @@ class ThresholdAlerts:
         self._redis = redis
         self._directory = directory
         self._notifier = notifier
-        self._defaults = tuple(defaults)
+        self.defaults = tuple(defaults)  # replaced on a configuration reload
         self._watcher = ThresholdWatcher(redis)
         self._parsed: dict[str, tuple[ThresholdRule, ...]] = {}
         self.fired = 0
@@ -67,7 +67,7 @@ class ThresholdAlerts:
         """The account's thresholds (its own, else the defaults)."""
         account = await self._directory.get(account_id)
         if account is None or not account.low_balance:
-            return self._defaults
+            return self.defaults
         text = account.low_balance
         found = self._parsed.get(text)
         if found is None:
@@ -75,7 +75,7 @@ class ThresholdAlerts:
                 found = parse_rules(text)
             except ValueError as exc:
                 log.warning("bad low_balance of account", account=account_id, error=str(exc))
-                found = self._defaults
+                found = self.defaults
             self._parsed[text] = found
         return found
 

@@ -43,3 +43,56 @@ async def test_given_deck_replaced_in_sql_when_reloaded_then_next_call_gets_new_
         after = await _rate(daemon, account, "c3")
 
     assert (before, unchanged, after) == ("0.600000", "0.600000", "1.200000")
+
+
+async def test_given_a_changed_config_file_when_sighup_then_live_sections_apply_and_others_wait(
+    sql_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGHUP re-reads the file: the caps policy applies at once (in Redis too), a new
+    listener port waits for a restart, and a broken file changes nothing."""
+    import structlog.testing
+
+    from balance import keys as live_keys
+    from daemon.settings import load_settings
+
+    account = f"cfg-{unique()}"
+    path = tmp_path / "ratekeeper.toml"
+
+    def write(suspended_live_calls: str, http_port: int, extra: str = "") -> None:
+        path.write_text(
+            f'state_dir = "{tmp_path / "state"}"\n'
+            f'[database]\nurl = "{sql_url}"\n'
+            f'[redis]\nurl = "{redis_url}"\n'
+            f"[api]\nport = 0\n"
+            f"[authorization]\nhttp_port = {http_port}\nfastagi_port = 0\n"
+            f'[caps]\nsuspended_live_calls = "{suspended_live_calls}"\n{extra}'
+        )
+
+    write("cut", 0)
+    settings = load_settings(path)
+    await provision(settings, {account: Decimal("5")})
+    daemon = Daemon(settings, config_path=path)
+    await daemon.start()
+    try:
+        assert daemon.live is not None
+        hot = live_keys.account_key(account)
+        redis = daemon.resources.redis  # type: ignore[union-attr]
+        assert await redis.hget(hot, "suspend_cut") == b"1"
+
+        write("keep", 7999)
+        with structlog.testing.capture_logs() as logs:
+            await daemon.reload()
+        assert daemon.settings.caps.suspended_live_calls == "keep"
+        assert await redis.hget(hot, "suspend_cut") == b"0"  # the hot state follows
+        assert daemon.settings.authorization.http_port == 0  # a listener waits
+        restart = [e for e in logs if e["event"].startswith("configuration changed")]
+        assert restart and restart[0]["sections"] == ["authorization"]
+
+        write("cut", 0, extra="no_such_key = 1\n")
+        with structlog.testing.capture_logs() as logs:
+            await daemon.reload()
+        assert daemon.settings.caps.suspended_live_calls == "keep"  # nothing half-applied
+        refused = [e for e in logs if e["event"].startswith("configuration reload refused")]
+        assert refused and "no_such_key" in refused[0]["error"]
+    finally:
+        await daemon.stop()
