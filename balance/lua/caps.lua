@@ -58,17 +58,15 @@ if alternatives > 0 and taken == 0 then
   return first_denial
 end
 
+-- The zsets carry no key expiry: every check trims what expired (by score), so a scope
+-- keeps at most its live calls plus those ended since its last admission.
 local held_slots, held_cps = {}, {}
 local function admit(k)
   local slots, cps = KEYS[2 * k], KEYS[2 * k + 1]
   redis.call('ZADD', slots, now + ttl, call_key)
-  if redis.call('PTTL', slots) < ttl then  -- never shorten: answered calls hold longer
-    redis.call('PEXPIRE', slots, ttl)
-  end
   held_slots[#held_slots + 1] = slots
   if tonumber(ARGV[4 + 2 * k]) >= 0 then
     redis.call('ZADD', cps, now, call_key)
-    redis.call('PEXPIRE', cps, 2000)
     held_cps[#held_cps + 1] = cps
   end
 end

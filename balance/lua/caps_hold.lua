@@ -14,9 +14,6 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local renewed = 0
 for key in string.gmatch(slots, '[^\n]+') do
   renewed = renewed + redis.call('ZADD', key, 'XX', 'CH', now + ttl, call_key)
-  if redis.call('PTTL', key) < ttl then
-    redis.call('PEXPIRE', key, ttl)
-  end
 end
 redis.call('PEXPIRE', record, ttl)
 return renewed
