@@ -149,10 +149,13 @@ async def test_given_every_caller_when_uploading_a_deck_then_only_the_operator_m
         )
 
     await check_matrix(world, upload, {**OPERATOR_ONLY, "operator": 201}, DECK_CODES)
-    names = await DeckStore(world.engine).names()
+    store = DeckStore(world.engine)
+    names = await store.names()  # the decks in force: the uploads are staged, not in force
     assert sorted(n for n in names if n.startswith(tuple(customer_decks.values()))) == sorted(
-        [*customer_decks.values(), *(f"{n}@pending" for n in customer_decks.values())]
+        customer_decks.values()
     )
+    for name in customer_decks.values():
+        assert await store.load(f"{name}@pending") is not None  # one staged upload each
 
 
 async def test_given_every_caller_when_activating_a_deck_then_only_the_operator_may(
