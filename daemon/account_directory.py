@@ -42,7 +42,8 @@ class AccountDirectory:
             return await self.load()
         changed = await self._store.changed_since(self._seen_until)
         for account in changed:
-            self.put(account)
+            if self._accounts.get(account.id) != account:  # the newest is read again
+                self.put(account)
         self._note(changed)
         return changed
 

@@ -29,11 +29,9 @@ the authorizer itself (a draining daemon), so a switch always fails closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -53,6 +51,7 @@ from daemon.authorization import (
     Authorizer,
     Reason,
 )
+from daemon.embedded_server import EmbeddedServer
 
 log = structlog.get_logger(__name__)
 
@@ -404,49 +403,11 @@ class _AuthorizeHTTPProtocol(HttpToolsProtocol):
         super().connection_made(coalescing)
 
 
-class AuthorizeHTTPServer(uvicorn.Server):
-    """A uvicorn server run as a task in the caller's loop; it installs no signal handlers."""
+class AuthorizeHTTPServer(EmbeddedServer):
+    """The switch-facing uvicorn server (``daemon.embedded_server``)."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """The daemon owns the signals: capture none."""
-        yield
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (the real one when configured with port 0)."""
-        if self._socket is None:
-            raise RuntimeError("AuthorizeHTTPServer is not started")
-        return int(self._socket.getsockname()[1])
-
-    async def start(self) -> None:
-        """Bind (raising ``OSError`` here, not inside uvicorn) and serve until ``stop()``."""
-        if self._task is not None:
-            raise RuntimeError("AuthorizeHTTPServer already started")
-        self._socket = socket.create_server((self.config.host, self.config.port))
-        # accepted sockets inherit it: without, the body waits ~40 ms for a delayed ACK
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._task = asyncio.create_task(self.serve(sockets=[self._socket]))
-        while not self.started:
-            if self._task.done():
-                await self._task  # re-raise the startup failure
-                raise RuntimeError("uvicorn stopped during startup")
-            await asyncio.sleep(0.01)
-        log.info("http authorize server listening", host=self.config.host, port=self.port)
-
-    async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests (uvicorn's graceful timeout)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self.should_exit = True
-        await task
-        log.info("http authorize server stopped")
+    label = "http authorize server"
+    tcp_nodelay = True  # without, the body waits ~40 ms for a delayed ACK
 
 
 def serve_authorize_http(

@@ -16,8 +16,10 @@ suspension (``AccountAdmin.after_payment``) and a debit may impose one
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, TypeVar
 
 import structlog
 from fastapi import APIRouter, Header, Response
@@ -91,6 +93,30 @@ async def _after_credit(context: Context, account_id: str) -> None:
         context.changed(resumed)
 
 
+R = TypeVar("R", bound=PostingResult)
+
+
+async def _post(
+    post: Callable[[str, Decimal, str, str], Awaitable[R]],
+    account: Account,
+    body: MoneyIn | AdjustmentIn,
+    idempotency_key: str,
+) -> tuple[R, str]:
+    """One ledger posting of the API (a top-up or an adjustment) and its ledger key;
+    the ledger's refusals as the API's errors."""
+    _check_currency(body.currency, account)
+    ledger_key = _ledger_key(account, idempotency_key)
+    try:
+        result = await post(account.id, to_decimal(body.amount), ledger_key, body.description)
+    except IdempotencyConflict as exc:
+        raise _conflict() from exc
+    except InvalidAmount as exc:
+        raise FieldError("amount", str(exc)) from exc
+    except UnknownAccount as exc:
+        raise unknown_account(account.id) from exc
+    return result, ledger_key
+
+
 @router.post(
     "/accounts/{account_id}/topups",
     status_code=201,
@@ -108,18 +134,7 @@ async def topup(
     """Credit a positive amount. A customer key cannot top itself up, nor can a reseller
     top up its own account (403)."""
     account = target.account
-    _check_currency(body.currency, account)
-    ledger_key = _ledger_key(account, idempotency_key)
-    try:
-        result = await context.ledger.topup(
-            account.id, to_decimal(body.amount), ledger_key, body.description
-        )
-    except IdempotencyConflict as exc:
-        raise _conflict() from exc
-    except InvalidAmount as exc:
-        raise FieldError("amount", str(exc)) from exc
-    except UnknownAccount as exc:
-        raise unknown_account(account.id) from exc
+    result, ledger_key = await _post(context.ledger.topup, account, body, idempotency_key)
     await _credit_live(context, result, f"topup:{ledger_key}")
     await _after_credit(context, account.id)
     _answer(response, result)
@@ -144,18 +159,7 @@ async def adjust(
 ) -> PostingOut:
     """Credit (> 0) or debit (< 0) the account, with the reason in ``description``."""
     account = target.account
-    _check_currency(body.currency, account)
-    ledger_key = _ledger_key(account, idempotency_key)
-    try:
-        result = await context.ledger.adjust(
-            account.id, to_decimal(body.amount), ledger_key, body.description
-        )
-    except IdempotencyConflict as exc:
-        raise _conflict() from exc
-    except InvalidAmount as exc:
-        raise FieldError("amount", str(exc)) from exc
-    except UnknownAccount as exc:
-        raise unknown_account(account.id) from exc
+    result, ledger_key = await _post(context.ledger.adjust, account, body, idempotency_key)
     if result.amount_micros > 0:
         await _credit_live(context, result, f"adjustment:{ledger_key}")
         await _after_credit(context, account.id)

@@ -11,61 +11,16 @@ The daemon owns the signals; this server installs none. Usage::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import Iterator
-
-import structlog
 import uvicorn
 from fastapi import FastAPI
 
-log = structlog.get_logger(__name__)
+from daemon.embedded_server import EmbeddedServer
 
 
-class ApiServer(uvicorn.Server):
-    """A uvicorn server run as a task of the caller's loop."""
+class ApiServer(EmbeddedServer):
+    """The management API's uvicorn server (``daemon.embedded_server``)."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._task: asyncio.Task[None] | None = None
-        self._socket: socket.socket | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """The daemon owns the signals: capture none."""
-        yield
-
-    @property
-    def port(self) -> int:
-        """The bound TCP port (the real one when configured with port 0)."""
-        if self._socket is None:
-            raise RuntimeError("ApiServer is not started")
-        return int(self._socket.getsockname()[1])
-
-    async def start(self) -> None:
-        """Bind (raising ``OSError`` here, not inside uvicorn) and serve until ``stop()``."""
-        if self._task is not None:
-            raise RuntimeError("ApiServer already started")
-        self._socket = socket.create_server((self.config.host, self.config.port))
-        self._task = asyncio.create_task(self.serve(sockets=[self._socket]))
-        while not self.started:
-            if self._task.done():
-                await self._task  # re-raise the startup failure
-                raise RuntimeError("uvicorn stopped during startup")
-            await asyncio.sleep(0.01)
-        log.info("management api listening", host=self.config.host, port=self.port)
-
-    async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests (uvicorn's graceful timeout)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self.should_exit = True
-        await task
-        if self._socket is not None:
-            self._socket.close()
-        log.info("management api stopped")
+    label = "management api"
 
 
 def serve_api(

@@ -13,12 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from balance import keys
 from balance.caps import CapScope, SharedCaps
 from balance.live import AccountLimits, InvalidLiveInput, LiveState
+from tests.support import services
 
 SLICE = 1_000_000
 RUN = f"caps-{uuid.uuid4().hex[:10]}"
@@ -32,14 +32,7 @@ def new_id() -> str:
 def _delete_keys(redis_url: str) -> Iterator[None]:
     """Delete this module's keys afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for pattern in (f"{keys.PREFIX}:{{{RUN}-*", f"{keys.CAPS_TAG}*{RUN}-*"):
-            found = list(client.scan_iter(match=pattern))
-            for start in range(0, len(found), 500):
-                client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*", f"{keys.CAPS_TAG}*{RUN}-*")
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])

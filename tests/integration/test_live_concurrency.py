@@ -8,12 +8,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from balance import keys
 from balance.batching import BatchingRunner
 from balance.live import AccountLimits, LiveState
+from tests.support import services
 
 SLICE = 1_234_567  # micro-units: 1.234567 of the currency
 
@@ -40,13 +40,7 @@ def new_account() -> str:
 def _delete_accounts(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 async def test_given_credit_for_k_slices_when_50_reserve_at_once_then_exactly_k_pass(

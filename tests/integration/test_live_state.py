@@ -25,6 +25,7 @@ from balance.live import (
     LiveState,
     LiveStateUnavailable,
 )
+from tests.support import services
 
 SLICE = 500_000
 
@@ -73,13 +74,7 @@ def new_account() -> str:
 def _delete_accounts(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 async def active(live: LiveState, balance: int, credit: int = 0, limit: int | None = None) -> str:

@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from balance import keys
@@ -44,6 +43,7 @@ from tariffs.bundles import Bundle
 from tariffs.deck import DeckInfo, Rate, Rounding
 from tariffs.ratedeck import RateDeck
 from tariffs.tiers import Tier, TierCounter, TierMode, TierPlan, Usage, period_of
+from tests.support import services
 from tests.support.daemon_harness import running_daemon
 
 RUN = f"plans-{uuid.uuid4().hex[:8]}"  # every account of this module starts with it
@@ -58,13 +58,7 @@ CALLEE = "442071234567"
 def _delete_keys(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 def _settings(tmp: Path, sql_url: str, redis_url: str) -> Settings:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
@@ -19,6 +18,7 @@ from balance.seat_sessions import SeatSessions
 from balance.seats import SeatState
 from connectors.events import AgentLoggedIn, AgentLoggedOut, CallStarted
 from daemon.seat_manager import SeatManager
+from tests.support import services
 
 RUN = f"seatmgr-{uuid.uuid4().hex[:12]}"
 AT = Decimal("1764000000.250000")  # switch epoch seconds
@@ -33,13 +33,7 @@ def new_tenant() -> str:
 def _delete_tenants(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 @dataclass

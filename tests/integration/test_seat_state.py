@@ -7,12 +7,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from balance import keys
 from balance.live import InvalidLiveInput
 from balance.seats import LiveSeat, SeatState
+from tests.support import services
 
 RUN = f"seats-{uuid.uuid4().hex[:12]}"  # every tenant of this module starts with it
 AT = 1_764_000_000_000_000  # epoch microseconds
@@ -26,13 +26,7 @@ def new_tenant() -> str:
 def _delete_tenants(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])

@@ -11,7 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
@@ -30,6 +29,7 @@ from balance.usage import (
 from daemon.cli import app
 from tariffs.deck import Rate
 from tariffs.tiers import Tier, TierCounter, TierMode, TierPlan, Usage, tiered_rate
+from tests.support import services
 
 RUN = f"usage-{uuid.uuid4().hex[:10]}"  # every account of this module starts with it
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,13 +43,7 @@ PLAN = TierPlan(
 def _delete_keys(redis_url: str) -> Iterator[None]:
     """Delete this module's keys from the shared server afterwards (never a flush)."""
     yield
-    client = redis.Redis.from_url(redis_url)
-    try:
-        found = list(client.scan_iter(match=f"{keys.PREFIX}:{{{RUN}-*"))
-        for start in range(0, len(found), 500):
-            client.delete(*found[start : start + 500])
-    finally:
-        client.close()
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])

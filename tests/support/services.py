@@ -93,3 +93,17 @@ def redis_url_for_session(tmp_dir: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.close()
+
+
+def delete_keys(url: str, *patterns: str) -> None:
+    """Delete the keys matching ``patterns`` from a shared Redis (tests never flush it)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for pattern in patterns:
+            found = list(client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(found), 500):
+                client.delete(*found[start : start + 500])
+    finally:
+        client.close()
