@@ -26,6 +26,7 @@ the tenants, which is the price of checking them atomically.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from balance import keys
 from balance.batching import BatchingRunner, bulk, script_runner
 from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
-from balance.scripts import Arg, ScriptRunner, load_script
+from balance.scripts import Arg, LuaScript, ScriptRunner, load_script
 
 _MAX_SCOPES = 16
 
@@ -98,7 +99,14 @@ class SharedCaps:
         # a scope's keys and limit arguments, built and checked once (the hot path)
         # by id(): the callers reuse their scope objects, and hashing a dataclass per call
         # costs more than the lookup (the scope is kept to check the id was not reused)
-        self._prepared: dict[int, tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]] = {}
+        self._prepared: OrderedDict[
+            int, tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]
+        ] = OrderedDict()
+        # the scopes' part of a packed call, by the identity of its two scope sequences
+        self._packed: dict[
+            tuple[int, int],
+            tuple[Sequence[CapScope], Sequence[CapScope], list[CapScope], bytes, bytes],
+        ] = {}
         sha = self._acquire.sha.encode()
         self._acquire_head = bulk(b"EVALSHA") + bulk(sha)  # the packed command's start
         self._ttl_bulk = bulk(b"%d" % self._ttl_ms)
@@ -113,11 +121,85 @@ class SharedCaps:
 
         Idempotent: a call already admitted is admitted again, on the same scopes.
         """
+        if isinstance(self._runner, BatchingRunner):  # the hot path: packed in one go
+            scopes, keys_part, args_part = self.pack(call_key, required, alternatives)
+            command = b"".join(
+                [
+                    b"*%d\r\n" % (8 + 4 * len(scopes)),
+                    self._acquire_head,
+                    bulk(b"%d" % (1 + 2 * len(scopes))),  # numkeys
+                    keys_part,
+                    args_part,
+                ]
+            )
+            reply = await self.run_packed(self._acquire, command)
+        else:
+            scopes, script_keys, args = self.arguments(call_key, required, alternatives)
+            reply = await self.run(self._acquire, script_keys, args)
+        return admission(reply, scopes, len(required))
+
+    @property
+    def runner(self) -> ScriptRunner:
+        """The runner of the scripts (a ``BatchingRunner`` on the hot path)."""
+        return self._runner
+
+    def arguments(
+        self, call_key: str, required: Sequence[CapScope], alternatives: Sequence[CapScope]
+    ) -> tuple[list[CapScope], list[Arg], list[Arg]]:
+        """The scopes in script order, and the ``caps`` script's keys and arguments."""
+        scopes = self._checked(call_key, required, alternatives)
+        script_keys: list[Arg] = [keys.cap_call_key(call_key)]
+        args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
+        for _, slots, cps, limit, cps_limit, _, _ in self._entries(scopes):
+            script_keys += (slots, cps)
+            args += (limit, cps_limit)
+        return scopes, script_keys, args
+
+    def pack(
+        self, call_key: str, required: Sequence[CapScope], alternatives: Sequence[CapScope]
+    ) -> tuple[Sequence[CapScope], bytes, bytes]:
+        """The scopes in script order, and the ``caps`` script's keys and arguments in RESP
+        (bulk strings: 1 + 2 per scope keys, 4 + 2 per scope arguments).
+
+        The scopes' part is packed once per pair of scope sequences (by identity: the
+        callers reuse theirs); only the call's own key and record are packed per call.
+        """
+        if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
+            raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
+        found = self._packed.get((id(required), id(alternatives)))
+        if found is None or found[0] is not required or found[1] is not alternatives:
+            scopes = self._checked(call_key, required, alternatives)
+            entries = self._entries(scopes)
+            scope_keys = b"".join([entry[5] for entry in entries])
+            scope_args = b"".join(
+                [
+                    self._ttl_bulk,
+                    bulk(b"%d" % len(required)),
+                    bulk(b"%d" % len(alternatives)),
+                    *(entry[6] for entry in entries),
+                ]
+            )
+            found = (required, alternatives, scopes, scope_keys, scope_args)
+            if len(self._packed) >= _PREPARED_KEPT:
+                self._packed.clear()
+            self._packed[(id(required), id(alternatives))] = found
+        record = bulk(keys.cap_call_key(call_key).encode())
+        return found[2], record + found[3], bulk(call_key.encode()) + found[4]
+
+    @staticmethod
+    def _checked(
+        call_key: str, required: Sequence[CapScope], alternatives: Sequence[CapScope]
+    ) -> list[CapScope]:
         scopes = [*required, *alternatives]
         if len(scopes) > _MAX_SCOPES:
             raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
         if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
             raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
+        return scopes
+
+    def _entries(
+        self, scopes: list[CapScope]
+    ) -> list[tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]]:
         prepared = self._prepared
         entries = []
         for scope in scopes:
@@ -125,43 +207,13 @@ class SharedCaps:
             if found is None or found[0] is not scope:
                 found = prepared[id(scope)] = (scope, *_prepare(scope))
                 if len(prepared) > _PREPARED_KEPT:
-                    del prepared[next(iter(prepared))]
+                    prepared.popitem(last=False)
             entries.append(found)
-        record = keys.CAPS_TAG + "call:" + call_key
-        if isinstance(self._runner, BatchingRunner):  # the hot path: packed in one go
-            call = call_key.encode()
-            command = b"".join(
-                [
-                    b"*%d\r\n" % (8 + 4 * len(scopes)),
-                    self._acquire_head,
-                    bulk(b"%d" % (1 + 2 * len(scopes))),  # numkeys
-                    bulk(record.encode()),
-                    *(entry[5] for entry in entries),
-                    bulk(call),
-                    self._ttl_bulk,
-                    bulk(b"%d" % len(required)),
-                    bulk(b"%d" % len(alternatives)),
-                    *(entry[6] for entry in entries),
-                ]
-            )
-            reply = await self._run_packed(self._acquire, command)
-        else:
-            script_keys: list[Arg] = [record]
-            args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
-            for _, slots, cps, limit, cps_limit, _, _ in entries:
-                script_keys += (slots, cps)
-                args += (limit, cps_limit)
-            reply = await self._run(self._acquire, script_keys, args)
-        reason, index = _text(reply[0]), int(reply[1])
-        scope_name = scopes[index - 1].name if index > 0 else None
-        if reason != "OK":
-            return CapAdmission(False, reason, scope_name)
-        taken = index - 1 - len(required) if index > 0 else None
-        return CapAdmission(True, "OK", scope_name, taken)
+        return entries
 
     async def hold(self, call_key: str) -> int:
         """The call was answered: hold its slots until its longest possible end."""
-        reply = await self._run(
+        reply = await self.run(
             self._hold,
             [keys.cap_call_key(_name("call_key", call_key))],
             [call_key, self._call_ttl_ms],
@@ -170,7 +222,7 @@ class SharedCaps:
 
     async def release(self, call_key: str, *, refund: bool = False) -> int:
         """Give back the call's slots (and its CPS admissions with ``refund``); idempotent."""
-        reply = await self._run(
+        reply = await self.run(
             self._release,
             [keys.cap_call_key(_name("call_key", call_key))],
             [call_key, 1 if refund else 0],
@@ -187,7 +239,8 @@ class SharedCaps:
         """Wait for script calls in flight."""
         await self._runner.aclose()
 
-    async def _run_packed(self, script: Any, command: bytes) -> Any:
+    async def run_packed(self, script: LuaScript, command: bytes) -> Any:
+        """Run one EVALSHA packed in RESP on the batching runner; Redis errors translated."""
         runner = self._runner
         assert isinstance(runner, BatchingRunner)
         try:
@@ -197,7 +250,8 @@ class SharedCaps:
         except RedisError as exc:
             raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
 
-    async def _run(self, script: Any, script_keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    async def run(self, script: LuaScript, script_keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        """Run one script call; Redis errors translated (``LiveStateUnavailable``, ...)."""
         try:
             return await self._runner.run(script, script_keys, args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -207,6 +261,16 @@ class SharedCaps:
 
 
 _PREPARED_KEPT = 100_000
+
+
+def admission(reply: Sequence[Any], scopes: Sequence[CapScope], required: int) -> CapAdmission:
+    """The ``caps`` script's reply ``{reason, scope index}`` read against its scopes."""
+    reason, index = _text(reply[0]), int(reply[1])
+    scope_name = scopes[index - 1].name if index > 0 else None
+    if reason != "OK":
+        return CapAdmission(False, reason, scope_name)
+    taken = index - 1 - required if index > 0 else None
+    return CapAdmission(True, "OK", scope_name, taken)
 
 
 def _prepare(scope: CapScope) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
@@ -230,7 +294,7 @@ def _limit(scope: CapScope, value: int | None) -> int:
 def _name(field: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 256:
         raise InvalidLiveInput(f"{field} must be a non-empty str of at most 256: {value!r}")
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
+    if not keys.printable_word(value):
         raise InvalidLiveInput(f"{field} must not contain spaces or control characters: {value!r}")
     return value
 

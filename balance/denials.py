@@ -59,7 +59,7 @@ def utc_day(at: datetime) -> date:
 def _reason(reason: object) -> str:
     if not isinstance(reason, str) or not reason or len(reason) > _MAX_REASON_LENGTH:
         raise InvalidLiveInput(f"reason must be a code of 1-{_MAX_REASON_LENGTH} characters")
-    if any(ch.isspace() or not ch.isprintable() for ch in reason):
+    if not keys.printable_word(reason):
         raise InvalidLiveInput(f"reason must not hold spaces or controls: {reason!r}")
     return reason
 

@@ -37,6 +37,16 @@ UNLIMITED = -1
 _GLOB_SPECIALS = frozenset("*?[]\\")
 
 
+def printable_word(value: str) -> bool:
+    """No space, control or separator character in ``value`` (what a key part may hold).
+
+    The same as ``not any(ch.isspace() or not ch.isprintable() for ch in value)`` for every
+    code point (``str.isprintable`` is false for every other white space), at C speed: it
+    runs on every authorization.
+    """
+    return value.isprintable() and " " not in value
+
+
 def tag(account_id: str) -> str:
     """The key prefix of one account: ``rk:{<account_id>}:``."""
     return f"{PREFIX}:{{{account_id}}}:"

@@ -46,7 +46,8 @@ log = structlog.get_logger(__name__)
 
 Status = Literal["active", "suspended", "closed"]
 STATUSES: frozenset[str] = frozenset({"active", "suspended", "closed"})
-_MAX_MICROS = 2**53  # exact in a Lua double
+MAX_MICROS = 2**53
+"""Amounts are below this (exact in a Lua double)."""
 _MAX_ID_LENGTH = 256
 _REBUILD_CHUNK = 256  # accounts loaded concurrently (one pipeline when batched)
 
@@ -138,6 +139,11 @@ class LiveState:
         self._scripts = load_library()
         self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
 
+    @property
+    def lease_ttl_ms(self) -> int:
+        """How long a reservation lives without renewal, in ms."""
+        return self._lease_ttl_ms
+
     async def aclose(self) -> None:
         """Wait for script calls in flight (the Redis client stays the caller's)."""
         await self._runner.aclose()
@@ -192,19 +198,21 @@ class LiveState:
 
     async def reserve(self, account_id: str, call_key: str, amount_micros: int) -> Reservation:
         """Check status, trial, concurrency, CPS and credit; reserve a first slice (a lease)."""
-        account = _account_id(account_id)
         reply = await self._run(
-            "reserve",
-            [*_call_keys(account), keys.cps_key(account)],
-            [
-                _key("call_key", call_key),
-                _micros("amount_micros", amount_micros),
-                self._lease_ttl_ms,
-            ],
+            "reserve", *self.reserve_arguments(account_id, call_key, amount_micros)
         )
-        reason, reserved, available = _text(reply[0]), int(reply[1]), int(reply[2])
-        ok = reason == "OK"
-        return Reservation(ok, reason, reserved, available, reserved if ok else 0, int(reply[3]))
+        return reservation(reply)
+
+    def reserve_arguments(
+        self, account_id: str, call_key: str, amount_micros: int
+    ) -> tuple[list[str], list[Arg]]:
+        """The ``reserve`` script's keys and arguments, checked (``InvalidLiveInput``)."""
+        account = _account_id(account_id)
+        return [*_call_keys(account), keys.cps_key(account)], [
+            _key("call_key", call_key),
+            _micros("amount_micros", amount_micros),
+            self._lease_ttl_ms,
+        ]
 
     async def extend(
         self, account_id: str, call_key: str, amount_micros: int, *, partial: bool = True
@@ -317,6 +325,13 @@ class LiveState:
             raise LiveScriptError(f"script {name} failed on {script_keys[0]}: {exc}") from exc
 
 
+def reservation(reply: Sequence[Any]) -> Reservation:
+    """The ``reserve`` script's reply ``{reason, reserved, available, live calls}``."""
+    reason, reserved, available = _text(reply[0]), int(reply[1]), int(reply[2])
+    ok = reason == "OK"
+    return Reservation(ok, reason, reserved, available, reserved if ok else 0, int(reply[3]))
+
+
 def _or_unlimited(value: int | None) -> int:
     return keys.UNLIMITED if value is None else value
 
@@ -330,7 +345,7 @@ def _account_id(value: object) -> str:
         raise InvalidLiveInput(
             f"account_id must be a non-empty str of at most {_MAX_ID_LENGTH} characters: {value!r}"
         )
-    if "{" in value or "}" in value or any(ch.isspace() or not ch.isprintable() for ch in value):
+    if "{" in value or "}" in value or not keys.printable_word(value):
         raise InvalidLiveInput(
             f"account_id must not contain braces, spaces or control characters: {value!r}"
         )
@@ -350,7 +365,7 @@ def _micros(field: str, value: object, *, signed: bool = False) -> int:
         raise InvalidLiveInput(
             f"{field} must be an int of micro-units, not {type(value).__name__}: {value!r}"
         )
-    if abs(value) >= _MAX_MICROS or (value < 0 and not signed):
+    if abs(value) >= MAX_MICROS or (value < 0 and not signed):
         raise InvalidLiveInput(f"{field} out of range: {value!r}")
     return value
 

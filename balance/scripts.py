@@ -9,7 +9,7 @@ retried once. Redis errors are not translated here: ``balance.live`` wraps them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -42,10 +42,44 @@ class LuaScript:
     sha: str
 
 
+INCLUDE = "--@include "
+"""A line ``--@include NAME`` makes script NAME a local function ``NAME(KEYS, ARGV)``
+of the including script (its top-level ``return`` returns from that function)."""
+
+
 def load_script(name: str) -> LuaScript:
-    """Read ``balance/lua/<name>.lua`` from the installed package."""
-    source = resources.files("balance").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """Read ``balance/lua/<name>.lua`` from the installed package, includes expanded."""
+    source = expand_includes(name, _read_packaged)
     return LuaScript(name=name, source=source, sha=hashlib.sha1(source.encode()).hexdigest())
+
+
+def expand_includes(name: str, read: Callable[[str], str], including: tuple[str, ...] = ()) -> str:
+    """Script ``name``'s source (``read(name)``) with every ``--@include`` line expanded.
+
+    An include cycle or an include line that does not name a script is a ``ValueError``
+    naming the script and the line.
+    """
+    if name in including:
+        chain = " -> ".join((*including, name))
+        raise ValueError(f"lua script {name!r} includes itself: {chain}")
+    text = read(name)
+    if INCLUDE not in text:
+        return text
+    lines = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        if line.startswith(INCLUDE):
+            part = line[len(INCLUDE) :].strip()
+            if not part.isidentifier():
+                raise ValueError(f"lua script {name!r} line {number}: bad include {line.strip()!r}")
+            body = expand_includes(part, read, (*including, name))
+            lines.append(f"local function {part}(KEYS, ARGV)\n{body.rstrip()}\nend\n")
+        else:
+            lines.append(line)
+    return "".join(lines)
+
+
+def _read_packaged(name: str) -> str:
+    return resources.files("balance").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 def load_library() -> Mapping[str, LuaScript]:

@@ -89,7 +89,7 @@ def check_id(field: str, value: object) -> str:
         raise InvalidLiveInput(
             f"{field} must be a non-empty str of at most {_MAX_ID_LENGTH} characters: {value!r}"
         )
-    if "{" in value or "}" in value or any(ch.isspace() or not ch.isprintable() for ch in value):
+    if "{" in value or "}" in value or not keys.printable_word(value):
         raise InvalidLiveInput(f"{field} must not hold braces, spaces or controls: {value!r}")
     return value
 

@@ -15,6 +15,10 @@ redis://127.0.0.1:6379/0) and a temporary SQLite state dir:
   (d) http-1000/s  open loop: requests sent on a fixed schedule of 1,000/s for ~5 s,
                    latency measured from the scheduled send time (no coordinated
                    omission)
+  (e) http floor   the daemon's own HTTP listener (``serve_authorize_http``: uvicorn,
+                   httptools, the same protocol class and settings) in the same process,
+                   serving an ASGI app that answers a constant: what the HTTP stack alone
+                   costs, i.e. the ceiling of (b)
 
 The load generator (and the baseline loop) runs in a separate process, so the daemon
 process only serves: on a 2-core machine what is measured is "the daemon on one core"
@@ -56,9 +60,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -68,6 +73,8 @@ from balance.ledger import Ledger
 from balance.scripts import load_script
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
+from daemon.gc_tuning import freeze_startup_heap
+from daemon.http_authorize import serve_authorize_http
 from daemon.logging_setup import configure_logging
 from daemon.settings import ApiSettings, AuthorizationSettings, RedisSettings, Settings
 from storage.decks import DeckStore
@@ -311,6 +318,18 @@ async def provision(settings: Settings, accounts: list[str]) -> None:
         await res.close()
 
 
+async def _constant_answer(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that does no work: what the HTTP stack alone costs per request."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"16")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b'{"allowed":true}'})
+
+
 def first_slice_micros() -> int:
     """What the daemon reserves for CALLEE: one debit interval of the matching rate."""
     rate = max((r for r in DEMO_RATES if CALLEE.startswith(r.prefix)), key=lambda r: len(r.prefix))
@@ -358,7 +377,6 @@ async def main(args: argparse.Namespace) -> None:
             state_dir=Path(tmp),
             redis=RedisSettings(url=url, lease_ttl=LEASE_TTL),
             api=ApiSettings(port=0),
-
             authorization=AuthorizationSettings(
                 http_port=0, fastagi_port=0, debit_interval=DEBIT_INTERVAL
             ),
@@ -368,6 +386,9 @@ async def main(args: argparse.Namespace) -> None:
         provisioned = time.perf_counter() - began
         daemon = Daemon(settings)
         await daemon.start()
+        floor = serve_authorize_http(cast(Starlette, _constant_answer), "127.0.0.1", 0)
+        await floor.start()
+        freeze_startup_heap()  # as ``ratekeeper run`` does once started
 
         async def phase(kind: str, target: Any, size: float) -> Run:
             run_id = f"{kind}-{uuid.uuid4().hex[:8]}"
@@ -379,14 +400,16 @@ async def main(args: argparse.Namespace) -> None:
 
         try:
             amount = first_slice_micros()
-            runs: dict[str, list[Run]] = {"a": [], "b": [], "c": []}
+            runs: dict[str, list[Run]] = {"a": [], "b": [], "c": [], "e": []}
             await phase("baseline", (url, amount), warmup)
             await phase("http", daemon.http_port, warmup)
             await phase("fastagi", daemon.fastagi_port, warmup)
+            await phase("http", floor.port, warmup)
             for _ in range(rounds):  # interleaved, so drift of a noisy machine hits all
                 runs["a"].append(await phase("baseline", (url, amount), total))
                 runs["b"].append(await phase("http", daemon.http_port, total))
                 runs["c"].append(await phase("fastagi", daemon.fastagi_port, agi_total))
+                runs["e"].append(await phase("http", floor.port, total))
             opened = await phase("http-open", daemon.http_port, open_seconds)
             if args.profile:
                 for kind, port, size in (
@@ -399,6 +422,7 @@ async def main(args: argparse.Namespace) -> None:
                     profile.disable()
                     reports.append(_profiled_top(profile, kind))
         finally:
+            await floor.stop()
             await daemon.stop()
             await _delete_keys(url, accounts)
 
@@ -412,11 +436,12 @@ async def main(args: argparse.Namespace) -> None:
         f"{'mode':<30}{'requests':>9}{'auth/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}"
         f"{'cpu us':>8}{'cpu vs (a)':>11}"
     )
-    base, http, agi = (_median(runs[mode]) for mode in "abc")
+    base, http, agi, floor_run = (_median(runs[mode]) for mode in "abce")
     rows = [
         ("(a) bare EVALSHA loop", base),
         ("(b) daemon HTTP keep-alive", http),
         ("(c) daemon FastAGI per-conn", agi),
+        ("(e) HTTP floor: no work", floor_run),
     ]
     for name, run in rows:
         p50, p99 = _quantiles(run)
@@ -431,12 +456,13 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         "cpu us: CPU time per request of the process under test (the bare loop's for (a), "
-        "the daemon's for (b)-(d)); 'cpu vs (a)' is the one-core ratio, steadier than "
-        "throughput on a shared machine"
+        "the daemon's for (b)-(e)); 'cpu vs (a)' is the one-core ratio, steadier than "
+        "throughput on a shared machine; (e) is the daemon's own HTTP listener (uvicorn, "
+        "httptools, the same protocol class) answering a constant: the ceiling of (b)"
     )
     every = [
         (name, run)
-        for name, mode in zip(("(a)", "(b)", "(c)"), "abc", strict=True)
+        for name, mode in zip(("(a)", "(b)", "(c)", "(e)"), "abce", strict=True)
         for run in runs[mode]
     ]
     for name, run in [*every, ("(d)", opened)]:
@@ -447,12 +473,18 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def _delete_keys(url: str, accounts: list[str]) -> None:
+    """Delete the accounts' keys: ONE scan of the keyspace, matched here (a scan per
+    account walks a large keyspace hundreds of times)."""
+    tags = {keys.tag(account).encode() for account in accounts}
     client = aioredis.Redis.from_url(url)
     try:
-        for account in accounts:
-            found = [k async for k in client.scan_iter(match=keys.account_pattern(account))]
-            if found:
-                await client.delete(*found)
+        found = [
+            key
+            async for key in client.scan_iter(match=f"{keys.PREFIX}:{{*", count=10_000)
+            if key[: key.index(b"}") + 2] in tags
+        ]
+        for start in range(0, len(found), 1000):
+            await client.delete(*found[start : start + 1000])
     finally:
         await client.aclose()
 

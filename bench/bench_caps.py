@@ -19,7 +19,8 @@ daemon may lose at most 20% of its authorization throughput. In one run, on one 
 
 The caps are set high enough never to deny (every answer must be ALLOW): what is
 measured is their cost. Rounds are interleaved (a, b, c, a, b, c, ...) and the median
-of each is reported, with (c)/(b), the figure the budget is about. The load generator
+of each is reported, with (c)/(b), the figure the budget is about, and the ratio of
+each round's (c) to its own (b) (spared the drift of a noisy machine). The load generator
 runs in a separate process (see ``bench_auth_stack``).
 """
 
@@ -62,6 +63,7 @@ from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
+from daemon.gc_tuning import freeze_startup_heap
 from daemon.logging_setup import configure_logging
 from daemon.settings import ApiSettings, AuthorizationSettings, RedisSettings, Settings
 from storage.carriers import CarrierStore
@@ -119,7 +121,7 @@ async def main(args: argparse.Namespace) -> None:
     url = os.environ.get("RATEKEEPER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     n_accounts = 50 if args.quick else 500
     total = 3_000 if args.quick else 15_000
-    rounds = 1 if args.quick else 5
+    rounds = 1 if args.quick else 7
     warmup = 300
     prefix = f"bcaps-{uuid.uuid4().hex[:8]}"
     plain = [f"{prefix}-p{i}" for i in range(n_accounts)]
@@ -138,6 +140,7 @@ async def main(args: argparse.Namespace) -> None:
         without, with_caps = Daemon(plain_settings), Daemon(caps_settings)
         await without.start()
         await with_caps.start()
+        freeze_startup_heap()  # as ``ratekeeper run`` does once started
 
         async def phase(kind: str, target: Any, accounts: list[str], size: int) -> Run:
             run_id = f"{kind}-{uuid.uuid4().hex[:8]}"
@@ -187,7 +190,16 @@ async def main(args: argparse.Namespace) -> None:
     cpu_ratio = bare.cpu_us / full.cpu_us
     print(
         f"all caps on / no caps: throughput {ratio:.2f}, daemon CPU per request {cpu_ratio:.2f} "
-        f"(budget: >= 0.80, i.e. at most 20% lost)"
+        f"(medians of the rounds; budget: >= 0.80, i.e. at most 20% lost)"
+    )
+    # each round's (c) ran right after its (b): their ratio is spared the machine's drift
+    paired = sorted(c.rate / b.rate for b, c in zip(runs["b"], runs["c"], strict=True))
+    paired_cpu = sorted(b.cpu_us / c.cpu_us for b, c in zip(runs["b"], runs["c"], strict=True))
+    print(
+        f"paired by round: throughput {' '.join(f'{r:.2f}' for r in paired)} "
+        f"(median {paired[len(paired) // 2]:.2f}), daemon CPU per request "
+        f"{' '.join(f'{r:.2f}' for r in paired_cpu)} "
+        f"(median {paired_cpu[len(paired_cpu) // 2]:.2f})"
     )
     for name, mode in (("(a)", "a"), ("(b)", "b"), ("(c)", "c")):
         for run in runs[mode]:
@@ -196,10 +208,15 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def _delete_keys(url: str, prefix: str) -> None:
-    """Delete the run's keys: its accounts' (one tag prefix) and its shared scopes'."""
+    """Delete the run's keys: its accounts' (one tag prefix), its shared scopes', and the
+    shared-caps records of its calls (the load generator's call ids, ``http-<run>-...``)."""
     client = aioredis.Redis.from_url(url)
     try:
-        for pattern in (f"{keys.PREFIX}:{{{prefix}*", f"{keys.CAPS_TAG}*{prefix}*"):
+        for pattern in (
+            f"{keys.PREFIX}:{{{prefix}*",
+            f"{keys.CAPS_TAG}*{prefix}*",
+            keys.cap_call_key("default:http-*"),
+        ):
             found = [k async for k in client.scan_iter(match=pattern, count=10_000)]
             for start in range(0, len(found), 1000):
                 await client.delete(*found[start : start + 1000])

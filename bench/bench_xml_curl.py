@@ -52,6 +52,7 @@ from bench_auth_stack import CALLEE, CONCURRENCY, Run  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 from daemon.app import Daemon  # noqa: E402
+from daemon.gc_tuning import freeze_startup_heap  # noqa: E402
 from daemon.http_authorize import serve_authorize_http  # noqa: E402
 from daemon.http_xml_curl import DIALPLAN_PATH, form_fields, xml_curl_routes  # noqa: E402
 from daemon.logging_setup import configure_logging  # noqa: E402
@@ -235,6 +236,7 @@ async def main(args: argparse.Namespace) -> None:
         await stack.provision(settings, accounts)
         daemon = Daemon(settings)
         await daemon.start()
+        freeze_startup_heap()  # as ``ratekeeper run`` does once started
         service = daemon.service
         assert service is not None
         routes = xml_curl_routes(

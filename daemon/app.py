@@ -50,6 +50,7 @@ from daemon.config_reload import apply_logging, read_change
 from daemon.daemon_hooks import DaemonHooks
 from daemon.embedded_redis import EmbeddedRedis
 from daemon.fastagi_server import FastAGIServer
+from daemon.gc_tuning import freeze_startup_heap
 from daemon.http_agent import agent_routes
 from daemon.http_authorize import build_authorize_app, serve_authorize_http
 from daemon.http_xml_curl import xml_curl_routes
@@ -561,6 +562,7 @@ class Daemon:
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         await self.start()
+        freeze_startup_heap()  # the process is this daemon's: its start-up heap stays
         announcing = asyncio.create_task(self.ready(), name="ready")
         try:
             await stop.wait()

@@ -67,6 +67,13 @@ class AuthorizationDecision:
         """``max_usage`` in milliseconds, for Asterisk ``Dial(...,L(ms))``."""
         return self.max_usage * 1000
 
+    def with_routes(self, routes: tuple[Route, ...]) -> AuthorizationDecision:
+        """The same decision over ``routes`` (``dataclasses.replace`` costs ~4x more: this
+        runs on every authorization with LCR)."""
+        return AuthorizationDecision(
+            self.allowed, self.reason, self.max_usage, routes, self.rate, self.destination
+        )
+
     @classmethod
     def deny(cls, reason: Reason) -> AuthorizationDecision:
         """A denial with the given reason code."""

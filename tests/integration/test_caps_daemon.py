@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
+from daemon import authorization_service
 from daemon.app import Daemon, open_resources
-from daemon.authorization import Reason
+from daemon.authorization import AuthorizationRequest, Reason
 from daemon.demo import local_freeswitch
 from daemon.settings import CapsSettings, RedisSettings, Settings
 from daemon.simulator.asterisk import CallOutcome, CallPlan, SimulatedAsterisk
@@ -419,3 +421,26 @@ async def test_given_an_answered_call_when_it_outlives_the_lease_then_it_keeps_i
 
     assert first[0].authorized and first[0].answered
     assert second[0].reason == "CONCURRENCY_LIMIT"
+
+
+async def test_given_more_authorizations_than_kept_then_the_oldest_are_forgotten_in_order(
+    sql_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(authorization_service, "PRICED_CALLS_KEPT", 3)
+    reseller, customer = _new("res"), _new("cust")
+    accounts = [
+        Account(id=reseller, customers_concurrency_limit=50),
+        Account(id=customer, parent_id=reseller, rate_deck=DECK.name),
+    ]
+    async with mixed_daemon(tmp_path, sql_url, redis_url, accounts) as mixed:
+        service = mixed.daemon.service
+        assert service is not None
+        for i in range(5):
+            request = AuthorizationRequest("pbx-kept", f"k{i}", customer, "1555", "15551000001")
+            assert (await service.authorize(request)).allowed
+
+        priced = [service.priced_call(f"pbx-kept:k{i}") is not None for i in range(5)]
+        shared = [service.holds_shared_caps(f"pbx-kept:k{i}") for i in range(5)]
+
+    assert priced == [False, False, True, True, True]  # the two oldest dropped, in order
+    assert shared == [False, False, True, True, True]
