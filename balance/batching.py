@@ -230,6 +230,18 @@ def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+def evalsha_head(script: LuaScript) -> bytes:
+    """``EVALSHA <sha>`` as two bulk strings: the start of every packed call of ``script``."""
+    return bulk(b"EVALSHA") + bulk(script.sha.encode())
+
+
+def packed_evalsha(head: bytes, numkeys: int, numargs: int, *chunks: bytes) -> bytes:
+    """One EVALSHA command in RESP: ``head`` (``evalsha_head``), then ``chunks`` holding
+    ``numkeys`` keys and ``numargs`` arguments as bulk strings, keys first."""
+    count = 3 + numkeys + numargs
+    return b"".join([b"*%d\r\n" % count, head, bulk(b"%d" % numkeys), *chunks])
+
+
 def script_runner(redis: Redis, *, batch: bool) -> ScriptRunner:
     """The runner of a Redis client's scripts: batched into pipelines, or one call each."""
     return BatchingRunner(redis) if batch else DirectRunner(redis)

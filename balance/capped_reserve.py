@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from balance.batching import BatchingRunner, bulk
+from balance.batching import BatchingRunner, bulk, evalsha_head, packed_evalsha
 from balance.caps import CapAdmission, CapScope, SharedCaps, admission
 from balance.live import MAX_MICROS, LiveState, Reservation, reservation
 from balance.scripts import load_script
@@ -27,7 +27,7 @@ class CappedReserve:
         self._live = live
         self._caps = caps
         self._script = load_script("reserve_capped")
-        self._head = bulk(b"EVALSHA") + bulk(self._script.sha.encode())
+        self._head = evalsha_head(self._script)
         self._lease_ttl = bulk(b"%d" % live.lease_ttl_ms)
         self._account_keys: dict[str, bytes] = {}  # the packed reserve keys, by account
 
@@ -54,18 +54,17 @@ class CappedReserve:
             ):
                 account_keys = self._pack_account(account_id, call_key, amount_micros)
             scopes, caps_keys, caps_args = caps.pack(call_key, required, alternatives)
-            command = b"".join(
-                [
-                    b"*%d\r\n" % (15 + 4 * len(scopes)),
-                    self._head,
-                    bulk(b"%d" % (5 + 2 * len(scopes))),  # numkeys
-                    account_keys,
-                    caps_keys,
-                    bulk(call_key.encode()),
-                    bulk(b"%d" % amount_micros),
-                    self._lease_ttl,
-                    caps_args,
-                ]
+            n = len(scopes)  # keys: reserve's 4, caps' 1 + 2n; arguments: 3, then 4 + 2n
+            command = packed_evalsha(
+                self._head,
+                5 + 2 * n,
+                7 + 2 * n,
+                account_keys,
+                caps_keys,
+                bulk(call_key.encode()),
+                bulk(b"%d" % amount_micros),
+                self._lease_ttl,
+                caps_args,
             )
             reply = await caps.run_packed(self._script, command)
         else:

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance import keys
-from balance.batching import BatchingRunner, bulk, script_runner
+from balance.batching import BatchingRunner, bulk, evalsha_head, packed_evalsha, script_runner
 from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
 from balance.scripts import Arg, LuaScript, ScriptRunner, load_script
 
@@ -107,8 +107,7 @@ class SharedCaps:
             tuple[int, int],
             tuple[Sequence[CapScope], Sequence[CapScope], list[CapScope], bytes, bytes],
         ] = {}
-        sha = self._acquire.sha.encode()
-        self._acquire_head = bulk(b"EVALSHA") + bulk(sha)  # the packed command's start
+        self._acquire_head = evalsha_head(self._acquire)
         self._ttl_bulk = bulk(b"%d" % self._ttl_ms)
 
     async def acquire(
@@ -123,15 +122,8 @@ class SharedCaps:
         """
         if isinstance(self._runner, BatchingRunner):  # the hot path: packed in one go
             scopes, keys_part, args_part = self.pack(call_key, required, alternatives)
-            command = b"".join(
-                [
-                    b"*%d\r\n" % (8 + 4 * len(scopes)),
-                    self._acquire_head,
-                    bulk(b"%d" % (1 + 2 * len(scopes))),  # numkeys
-                    keys_part,
-                    args_part,
-                ]
-            )
+            n = len(scopes)
+            command = packed_evalsha(self._acquire_head, 1 + 2 * n, 4 + 2 * n, keys_part, args_part)
             reply = await self.run_packed(self._acquire, command)
         else:
             scopes, script_keys, args = self.arguments(call_key, required, alternatives)
