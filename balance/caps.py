@@ -26,7 +26,6 @@ the tenants, which is the price of checking them atomically.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,13 +95,10 @@ class SharedCaps:
         self._hold = load_script("caps_hold")
         self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
         self._redis = redis
-        # a scope's keys and limit arguments, built and checked once (the hot path)
-        # by id(): the callers reuse their scope objects, and hashing a dataclass per call
-        # costs more than the lookup (the scope is kept to check the id was not reused)
-        self._prepared: OrderedDict[
-            int, tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]
-        ] = OrderedDict()
-        # the scopes' part of a packed call, by the identity of its two scope sequences
+        # the scopes' part of a packed call, checked and built once (the hot path), by the
+        # identity of its two scope sequences: the callers reuse theirs, and hashing
+        # dataclasses per call costs more than the lookup (the sequences are kept to check
+        # an id was not reused)
         self._packed: dict[
             tuple[int, int],
             tuple[Sequence[CapScope], Sequence[CapScope], list[CapScope], bytes, bytes],
@@ -139,10 +135,10 @@ class SharedCaps:
         self, call_key: str, required: Sequence[CapScope], alternatives: Sequence[CapScope]
     ) -> tuple[list[CapScope], list[Arg], list[Arg]]:
         """The scopes in script order, and the ``caps`` script's keys and arguments."""
-        scopes = self._checked(call_key, required, alternatives)
-        script_keys: list[Arg] = [keys.cap_call_key(call_key)]
+        scopes = _scopes(required, alternatives)
+        script_keys: list[Arg] = [keys.cap_call_key(_call_key(call_key))]
         args: list[Arg] = [call_key, self._ttl_ms, len(required), len(alternatives)]
-        for _, slots, cps, limit, cps_limit, _, _ in self._entries(scopes):
+        for slots, cps, limit, cps_limit, _, _ in (_prepare(scope) for scope in scopes):
             script_keys += (slots, cps)
             args += (limit, cps_limit)
         return scopes, script_keys, args
@@ -156,52 +152,26 @@ class SharedCaps:
         The scopes' part is packed once per pair of scope sequences (by identity: the
         callers reuse theirs); only the call's own key and record are packed per call.
         """
-        if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
-            raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
+        _call_key(call_key)
         found = self._packed.get((id(required), id(alternatives)))
         if found is None or found[0] is not required or found[1] is not alternatives:
-            scopes = self._checked(call_key, required, alternatives)
-            entries = self._entries(scopes)
-            scope_keys = b"".join([entry[5] for entry in entries])
+            scopes = _scopes(required, alternatives)
+            prepared = [_prepare(scope) for scope in scopes]
+            scope_keys = b"".join([entry[4] for entry in prepared])
             scope_args = b"".join(
                 [
                     self._ttl_bulk,
                     bulk(b"%d" % len(required)),
                     bulk(b"%d" % len(alternatives)),
-                    *(entry[6] for entry in entries),
+                    *(entry[5] for entry in prepared),
                 ]
             )
             found = (required, alternatives, scopes, scope_keys, scope_args)
-            if len(self._packed) >= _PREPARED_KEPT:
+            if len(self._packed) >= _PACKED_KEPT:
                 self._packed.clear()
             self._packed[(id(required), id(alternatives))] = found
         record = bulk(keys.cap_call_key(call_key).encode())
         return found[2], record + found[3], bulk(call_key.encode()) + found[4]
-
-    @staticmethod
-    def _checked(
-        call_key: str, required: Sequence[CapScope], alternatives: Sequence[CapScope]
-    ) -> list[CapScope]:
-        scopes = [*required, *alternatives]
-        if len(scopes) > _MAX_SCOPES:
-            raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
-        if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
-            raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
-        return scopes
-
-    def _entries(
-        self, scopes: list[CapScope]
-    ) -> list[tuple[CapScope, bytes, bytes, bytes, bytes, bytes, bytes]]:
-        prepared = self._prepared
-        entries = []
-        for scope in scopes:
-            found = prepared.get(id(scope))
-            if found is None or found[0] is not scope:
-                found = prepared[id(scope)] = (scope, *_prepare(scope))
-                if len(prepared) > _PREPARED_KEPT:
-                    prepared.popitem(last=False)
-            entries.append(found)
-        return entries
 
     async def hold(self, call_key: str) -> int:
         """The call was answered: hold its slots until its longest possible end."""
@@ -252,7 +222,20 @@ class SharedCaps:
             raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
 
 
-_PREPARED_KEPT = 100_000
+_PACKED_KEPT = 100_000
+
+
+def _scopes(required: Sequence[CapScope], alternatives: Sequence[CapScope]) -> list[CapScope]:
+    scopes = [*required, *alternatives]
+    if len(scopes) > _MAX_SCOPES:
+        raise InvalidLiveInput(f"at most {_MAX_SCOPES} shared scopes per call: {len(scopes)}")
+    return scopes
+
+
+def _call_key(call_key: object) -> str:
+    if not isinstance(call_key, str) or not call_key or len(call_key) > 256:
+        raise InvalidLiveInput(f"call_key must be a non-empty str of at most 256: {call_key!r}")
+    return call_key
 
 
 def admission(reply: Sequence[Any], scopes: Sequence[CapScope], required: int) -> CapAdmission:

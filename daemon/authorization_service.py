@@ -262,24 +262,20 @@ class AuthorizationService:
         priced = await self._with_plans(account, request.callee, priced, now)
         key = reservation_key(request.switch_id, request.call_id)
         shared = await self._shared_scopes(account, priced)
-        if shared is not None and self._capped is not None and priced.reserves_plainly:
+        if shared is not None and priced.reserves_plainly:
             # resellers' and trunks' caps and the account's reserve: one script call
             decision, priced = await self._reserve_capped(request.account, key, priced, shared)
-            if decision.allowed:
-                self._remember(key, priced)
-                if priced.selection is not None and priced.selection.routes:
-                    decision = decision.with_routes(priced.selection.routes)
-            return decision
-        if shared is not None:  # resellers' and trunks' caps: one script, before any money
-            admission = await self._admit_shared(key, shared, priced)
-            if isinstance(admission, AuthorizationDecision):
-                return admission
-            priced = admission
-        decision, priced = await self._reserve_any(request, priced)
-        if shared is not None and not decision.allowed and self._caps is not None:
-            await self._caps.release(key, refund=True)
+        else:
+            if shared is not None:  # resellers' and trunks' caps: one script, before money
+                admission = await self._admit_shared(key, shared, priced)
+                if isinstance(admission, AuthorizationDecision):
+                    return admission
+                priced = admission
+            decision, priced = await self._reserve_any(request, priced)
+            if shared is not None and not decision.allowed and self._caps is not None:
+                await self._caps.release(key, refund=True)
         if decision.allowed:
-            self._remember(reservation_key(request.switch_id, request.call_id), priced)
+            self._remember(key, priced)
             if priced.selection is not None and priced.selection.routes:
                 decision = decision.with_routes(priced.selection.routes)
         return decision
@@ -317,9 +313,7 @@ class AuthorizationService:
         """
         if self._caps is None:
             return None
-        required = None  # cached until an account changes (no coroutine on the hot path)
-        if self._scopes_generation == self._accounts.generation:
-            required = self._reseller_cache.get(account.id)
+        required = self._cached_reseller_scopes(account)  # no coroutine on the hot path
         if required is None:
             required = await self._reseller_scopes(account)
         alternatives: tuple[CapScope, ...] = ()
@@ -330,15 +324,17 @@ class AuthorizationService:
             return None
         return required, alternatives
 
-    async def _reseller_scopes(self, account: Account) -> tuple[CapScope, ...]:
-        """The capped resellers above ``account`` (cached until an account changes)."""
+    def _cached_reseller_scopes(self, account: Account) -> tuple[CapScope, ...] | None:
+        """The capped resellers above ``account`` as cached (None: not since the last
+        account change)."""
         generation = self._accounts.generation
         if self._scopes_generation != generation:
             self._reseller_cache.clear()
             self._scopes_generation = generation
-        found = self._reseller_cache.get(account.id)
-        if found is not None:
-            return found
+        return self._reseller_cache.get(account.id)
+
+    async def _reseller_scopes(self, account: Account) -> tuple[CapScope, ...]:
+        """The capped resellers above ``account``, read from the directory and cached."""
         required: list[CapScope] = []
         parent_id = account.parent_id
         for _ in range(_MAX_CHAIN_DEPTH):
@@ -395,14 +391,11 @@ class AuthorizationService:
         """Shared caps and the first slice in one script (a plainly priced call)."""
         assert self._capped is not None and self._caps is not None
         capped, (required, alternatives) = self._capped, shared
-        admitted: list[CapAdmission] = []
+        answers: list[tuple[CapAdmission, Reservation]] = []  # the script's, last one last
 
         async def reserve(amount: int) -> Reservation:
-            admission, result = await capped.reserve(
-                account_id, key, amount, required, alternatives
-            )
-            admitted.append(admission)
-            return result
+            answers.append(await capped.reserve(account_id, key, amount, required, alternatives))
+            return answers[-1][1]
 
         first_slice, first_increment = _slice_costs(
             priced.info, priced.rate, self._policy.debit_interval
@@ -410,13 +403,14 @@ class AuthorizationService:
         decision = await self._reserve_money(
             account_id, key, priced, first_slice, first_increment, priced.terms, reserve
         )
-        admission = admitted[-1]
+        admission, reserved = answers[-1]
         if not admission.ok:
             log.info("shared cap denied", reason=admission.reason, scope=admission.scope)
             return decision, priced
-        if not decision.allowed:  # reserved, then denied (no usable second): slots back
-            await self._caps.release(key, refund=True)
-            return decision, priced
+        if not decision.allowed:
+            if reserved.ok:  # denied after the script (no usable second): slots back
+                await self._caps.release(key, refund=True)
+            return decision, priced  # else the script gave them back itself
         return decision, self._admitted(key, admission, priced)
 
     async def _admit_shared(
@@ -539,19 +533,20 @@ class AuthorizationService:
 
         ``reserve(amount)`` reserves on the account (default: ``LiveState.reserve``).
         """
-        if reserve is None:
-            live = self._live
-
-            def reserve(amount: int) -> Awaitable[Reservation]:
-                return live.reserve(account_id, key, amount)
-
-        result = await reserve(first_slice)
+        live = self._live
+        result = await (
+            live.reserve(account_id, key, first_slice) if reserve is None else reserve(first_slice)
+        )
         if not result.ok and result.reason == "INSUFFICIENT_CREDIT":
             # Less than a whole slice is left: a shorter call is still affordable when
             # the remaining credit pays for at least the first increment.
             remaining = result.available_micros
             if remaining >= first_increment and remaining > 0:
-                result = await reserve(remaining)
+                result = await (
+                    live.reserve(account_id, key, remaining)
+                    if reserve is None
+                    else reserve(remaining)
+                )
         if not result.ok:
             return AuthorizationDecision.deny(
                 _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
