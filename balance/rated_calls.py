@@ -25,9 +25,11 @@ SQLAlchemy, and both tables written by the database in one go):
 - SQLite: the transaction holds the write lock from its start (``BEGIN IMMEDIATE``,
   ``storage.engine``), so ids above the table's current maximum are ours: the calls go
   in with explicit ids through one ``executemany`` (``ON CONFLICT DO NOTHING``), the
-  ids above that maximum are the new calls, and their entries go in through a second
-  ``executemany``. Were the lock assumption ever wrong, an id collision fails the whole
-  batch (primary key), it never mixes two writers' calls.
+  ids above that maximum are the new calls, and one ``INSERT ... SELECT`` over them
+  writes their two charges each inside SQLite (nothing read back into Python). When the
+  insert's row count equals the batch, every call is new; otherwise the new ids say
+  which. Were the lock assumption ever wrong, an id collision fails the whole batch
+  (primary key), it never mixes two writers' calls.
 
 Errors (stable codes)::
 
@@ -311,6 +313,25 @@ _SQLITE_INSERT_LEVELS = (
 )
 
 
+_SQLITE_SELECT_NEW = (
+    "SELECT id, switch_id, call_id, account_id, cost_micros, destination "
+    "FROM rated_calls WHERE id > ? ORDER BY id"
+)
+# the two charges of every plain call above ``$3`` (an id), in call then side order
+_SQLITE_INSERT_NEW_CHARGES = (
+    "INSERT INTO ledger_entries (idempotency_key, txn_key, account_id, amount_micros, "
+    "kind, rated_call_id, description, created_at) "
+    "SELECT 'call:' || c.switch_id || ':' || c.call_id || ':' || side.name, "
+    "'call:' || c.switch_id || ':' || c.call_id, "
+    "CASE side.name WHEN 'charge' THEN c.account_id ELSE ?2 END, "
+    "CASE side.name WHEN 'charge' THEN -c.cost_micros ELSE c.cost_micros END, "
+    "'charge', c.id, c.destination, ?1 "
+    "FROM rated_calls AS c CROSS JOIN (SELECT 'charge' AS name, 0 AS n "
+    "UNION ALL SELECT 'revenue', 1) AS side "
+    "WHERE c.id > ?3 AND c.cost_micros <> 0 ORDER BY c.id, side.n"
+)
+
+
 async def _write_sqlite(
     conn: AsyncConnection,
     values: list[tuple[Any, ...]],
@@ -323,33 +344,29 @@ async def _write_sqlite(
     stored_now = stamp(now) if stamp is not None else now
     async with raw.execute("SELECT coalesce(max(id), 0) FROM rated_calls") as cursor:
         (highest,) = await cursor.fetchone()
-    await raw.executemany(
+    async with raw.executemany(
         _SQLITE_INSERT_CALLS,
         [(highest + n, *call, stored_now) for n, call in enumerate(values, start=1)],
-    )
-    async with raw.execute(
-        "SELECT id, switch_id, call_id, account_id, cost_micros, destination "
-        "FROM rated_calls WHERE id > ? ORDER BY id",
-        (highest,),
     ) as cursor:
-        new = list(await cursor.fetchall())
+        inserted = cursor.rowcount
     if chains:  # a reseller chain: its entries and rated_call_charges (balance.chain_ledger)
+        async with raw.execute(_SQLITE_SELECT_NEW, (highest,)) as cursor:
+            new = list(await cursor.fetchall())
         entries, levels = rows_for_new_calls(new, chains)
         if entries:
             await raw.executemany(_SQLITE_INSERT_CHARGES, [(*e, stored_now) for e in entries])
         if levels:
             await raw.executemany(_SQLITE_INSERT_LEVELS, levels)
         return [(switch_id, call_id) for _, switch_id, call_id, *_rest in new]
-    charges: builtins.list[tuple[Any, ...]] = []
-    for rated_call_id, switch_id, call_id, account_id, cost, destination in new:
-        if cost == 0:
-            continue
-        txn = f"call:{switch_id}:{call_id}"
-        charges.append((f"{txn}:charge", txn, account_id, -cost, rated_call_id, destination))
-        charges.append((f"{txn}:revenue", txn, SYS_REVENUE, cost, rated_call_id, destination))
-    if charges:
-        await raw.executemany(_SQLITE_INSERT_CHARGES, [(*c, stored_now) for c in charges])
-    return [(switch_id, call_id) for _, switch_id, call_id, *_rest in new]
+    # plain calls: their two charges each, built by SQLite from the rows just inserted
+    async with raw.execute(_SQLITE_INSERT_NEW_CHARGES, (stored_now, SYS_REVENUE, highest)):
+        pass
+    if inserted == len(values):  # no duplicate: every call is new
+        return [(call[_SWITCH], call[_CALL]) for call in values]
+    # call n of the batch got id highest + n + 1, if it was inserted
+    async with raw.execute("SELECT id FROM rated_calls WHERE id > ?", (highest,)) as cursor:
+        ids = await cursor.fetchall()
+    return [(values[i - highest - 1][_SWITCH], values[i - highest - 1][_CALL]) for (i,) in ids]
 
 
 def _record(row: Any) -> RatedCallRecord:

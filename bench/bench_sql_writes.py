@@ -86,17 +86,25 @@ async def copy_baseline(dsn: str, calls: list[RatedCallRecord]) -> float:
         await conn.close()
 
 
-async def writer_rate(url: str, calls: list[RatedCallRecord], batch: int) -> float:
-    """Rated calls/s through ``RatedCallWriter.write`` in batches of ``batch``."""
+async def writer_rate(
+    url: str, calls: list[RatedCallRecord], batch: int, concurrency: int = 1
+) -> float:
+    """Rated calls/s through ``RatedCallWriter.write`` in batches of ``batch``, with
+    ``concurrency`` batches in flight at once (the daemon's ``write_concurrency``)."""
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         writer = RatedCallWriter(engine)
         await writer.write(_calls(f"warm-{uuid.uuid4().hex}", min(batch, 50)))
+        batches = [calls[offset : offset + batch] for offset in range(0, len(calls), batch)]
+
+        async def write_every(nth: int) -> None:
+            for one in batches[nth::concurrency]:
+                await writer.write(one)
+
         began = time.perf_counter()
-        for offset in range(0, len(calls), batch):
-            await writer.write(calls[offset : offset + batch])
+        await asyncio.gather(*(write_every(nth) for nth in range(concurrency)))
         return len(calls) / (time.perf_counter() - began)
     finally:
         await engine.dispose()
@@ -105,21 +113,26 @@ async def writer_rate(url: str, calls: list[RatedCallRecord], batch: int) -> flo
 async def main(quick: bool) -> None:
     sizes = {1: 100, 100: 2_000, 1000: 5_000} if quick else {1: 1_000, 100: 20_000, 1000: 60_000}
     admin = os.environ.get("RATEKEEPER_BENCH_POSTGRES_URL", DEFAULT_PG)
-    rows: list[tuple[str, int, int, float]] = []
+    big = max(sizes)
+    rows: list[tuple[str, int, int, int, float]] = []
     async with temporary_pg_database(admin) as dsn:
         baseline = await copy_baseline(dsn, _calls("copy", max(sizes.values())))
-        for batch, count in sizes.items():
-            calls = _calls(f"pg-{batch}-{uuid.uuid4().hex[:6]}", count)
-            rows.append(("postgresql", batch, count, await writer_rate(dsn, calls, batch)))
+        # the daemon's PostgreSQL default ([database] write_concurrency = 2) last
+        for batch, count, writers in [*((b, c, 1) for b, c in sizes.items()), (big, sizes[big], 2)]:
+            calls = _calls(f"pg-{batch}-{writers}-{uuid.uuid4().hex[:6]}", count)
+            rate = await writer_rate(dsn, calls, batch, writers)
+            rows.append(("postgresql", batch, writers, count, rate))
     with tempfile.TemporaryDirectory() as tmp:
-        for batch, count in sizes.items():
+        for batch, count in sizes.items():  # SQLite has one writer at a time
             calls = _calls(f"lite-{batch}", count)
             url = f"sqlite+aiosqlite:///{tmp}/bench-{batch}.db"
-            rows.append(("sqlite", batch, count, await writer_rate(url, calls, batch)))
+            rows.append(("sqlite", batch, 1, count, await writer_rate(url, calls, batch)))
     print(f"baseline: asyncpg COPY into a bare table: {baseline:,.0f} rows/s")
-    print(f"{'backend':<11} {'batch':>6} {'calls':>7} {'calls/s':>10} {'vs COPY':>8}")
-    for backend, batch, count, rate in rows:
-        print(f"{backend:<11} {batch:>6} {count:>7} {rate:>10,.0f} {rate / baseline:>8.3f}")
+    header = f"{'backend':<11} {'batch':>6} {'writers':>7} {'calls':>7} {'calls/s':>10}"
+    print(f"{header} {'vs COPY':>8}")
+    for backend, batch, writers, count, rate in rows:
+        line = f"{backend:<11} {batch:>6} {writers:>7} {count:>7} {rate:>10,.0f}"
+        print(f"{line} {rate / baseline:>8.3f}")
 
 
 if __name__ == "__main__":

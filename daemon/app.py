@@ -237,6 +237,12 @@ class Daemon:
             live,
             batch_size=settings.database.batch_size,
             batch_delay=settings.database.batch_delay_ms / 1000,
+            # SQLite has one writer at a time: a second batch would only wait for the lock
+            concurrency=(
+                settings.database.write_concurrency
+                if res.engine.dialect.name == "postgresql"
+                else 1
+            ),
             tiers=tiers,
             bundles=bundles,
             timezone_of=service.timezone,

@@ -120,6 +120,8 @@ class DatabaseSettings(_WithUrl):
 
     batch_size: int = Field(default=500, ge=1)
     batch_delay_ms: int = Field(default=20, ge=0)
+    # batches written at once, each in its own transaction (PostgreSQL; SQLite: always 1)
+    write_concurrency: int = Field(default=2, ge=1, le=16)
 
 
 class RedisSettings(_WithUrl):

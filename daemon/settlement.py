@@ -10,6 +10,14 @@ bundled seconds it used, once per call (as ``balance.bundles.settle_call_plans``
 period the seconds were held in); a call without plans does none of it. ``close()``
 drains the queue, shielded from cancellation, so that SIGTERM never loses a started
 settlement.
+
+Up to ``concurrency`` batches are written at once (``[database] write_concurrency``, on
+PostgreSQL; SQLite has one writer): each in its own transaction on its own connection,
+so the database works on one batch while the daemon sends the next. Exactly once still
+holds: a call in two batches at once is inserted by one, and the other, which waits on
+its unique key until the first commits, sees a duplicate and only releases; the Redis
+scripts (settle, release, and their bundle forms) give the same end state in either
+order. Batches insert their calls in key order, so two never deadlock.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
@@ -45,7 +54,10 @@ class Settlement:
 
 
 class Settler:
-    """Batches settlements into single SQL transactions and settles Redis after commit."""
+    """Batches settlements into single SQL transactions and settles Redis after commit.
+
+    ``concurrency``: how many batches may be in flight at once (1: one after the other).
+    """
 
     def __init__(
         self,
@@ -54,6 +66,7 @@ class Settler:
         *,
         batch_size: int = 500,
         batch_delay: float = 0.02,
+        concurrency: int = 1,
         on_written: Callable[[RatedCallRecord, bool], None] | None = None,
         tiers: TierService | None = None,
         bundles: BundleService | None = None,
@@ -71,6 +84,11 @@ class Settler:
         self._live = live
         self._batch_size = batch_size
         self._batch_delay = batch_delay
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._unsettled = 0  # submitted, not yet written and settled
         self._queue: asyncio.Queue[Settlement | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._on_written = on_written
@@ -93,6 +111,7 @@ class Settler:
     def submit(self, settlement: Settlement) -> None:
         """Queue a finished call; returns at once."""
         self._idle.clear()
+        self._unsettled += 1
         self._queue.put_nowait(settlement)
 
     async def wait_idle(self) -> None:
@@ -113,6 +132,7 @@ class Settler:
             first = await self._queue.get()
             if first is None:
                 break
+            await self._slots.acquire()  # at most ``concurrency`` batches in flight
             batch = [first]
             deadline = asyncio.get_running_loop().time() + self._batch_delay
             while len(batch) < self._batch_size:
@@ -129,10 +149,22 @@ class Settler:
                     stopping = True
                     break
                 batch.append(item)
-            await asyncio.shield(self._settle(batch))
-            if self._queue.empty():
-                self._idle.set()
+            # a task of its own: cancelling this loop never cancels a started settlement
+            task = asyncio.create_task(self._settle(batch), name="settler-batch")
+            self._in_flight.add(task)
+            task.add_done_callback(partial(self._batch_done, len(batch)))
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._idle.set()
+
+    def _batch_done(self, size: int, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        self._unsettled -= size
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settlement batch failed", error=str(task.exception()))
+        if self._unsettled == 0:
+            self._idle.set()
 
     async def _write(self, records: list[RatedCallRecord]) -> list[bool]:
         delay = 0.1
