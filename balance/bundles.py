@@ -237,6 +237,11 @@ class BundleService:
         self._assigned = {account: tuple(items) for account, items in assigned.items()}
         return sum(len(items) for items in self._assigned.values())
 
+    def holds_bundles(self, account_id: str) -> bool:
+        """Whether the account has any bundle assigned (active or not): without one, no
+        call of it is covered and ``cover`` need not be asked."""
+        return account_id in self._assigned
+
     def bundles_for(self, account_id: str, at: datetime) -> list[Bundle]:
         """The bundles the account holds at ``at``, oldest assignment first."""
         return [

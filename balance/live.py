@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance import keys
-from balance.batching import script_runner
+from balance.batching import BatchingRunner, bulk, evalsha_head, packed_evalsha, script_runner
 from balance.scripts import Arg, LuaScript, ScriptRunner, load_library
 
 log = structlog.get_logger(__name__)
@@ -49,6 +49,7 @@ STATUSES: frozenset[str] = frozenset({"active", "suspended", "closed"})
 MAX_MICROS = 2**53
 """Amounts are below this (exact in a Lua double)."""
 _MAX_ID_LENGTH = 256
+_RESERVE_HEADS_KEPT = 100_000  # accounts whose packed ``reserve`` start is kept
 _REBUILD_CHUNK = 256  # accounts loaded concurrently (one pipeline when batched)
 
 
@@ -138,6 +139,10 @@ class LiveState:
         self._lease_ttl_ms = lease_ttl * 1000
         self._scripts = load_library()
         self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
+        # the batched ``reserve``: its packed start (EVALSHA, the account's keys) by account
+        self._reserve_heads: dict[str, bytes] = {}
+        self._reserve_sha = evalsha_head(self._scripts["reserve"])
+        self._lease_ttl_bulk = bulk(b"%d" % self._lease_ttl_ms)
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -198,10 +203,46 @@ class LiveState:
 
     async def reserve(self, account_id: str, call_key: str, amount_micros: int) -> Reservation:
         """Check status, trial, concurrency, CPS and credit; reserve a first slice (a lease)."""
-        reply = await self._run(
-            "reserve", *self.reserve_arguments(account_id, call_key, amount_micros)
+        runner = self._runner
+        if type(runner) is not BatchingRunner:
+            reply = await self._run(
+                "reserve", *self.reserve_arguments(account_id, call_key, amount_micros)
+            )
+            return reservation(reply)
+        # the hot path: the command packed from the account's cached start, checked once
+        head = self._reserve_heads.get(account_id)
+        if (
+            head is None
+            or type(call_key) is not str
+            or not 0 < len(call_key) <= _MAX_ID_LENGTH
+            or type(amount_micros) is not int
+            or not 0 <= amount_micros < MAX_MICROS
+        ):
+            head = self._reserve_head(account_id, call_key, amount_micros)  # or raises
+        command = b"".join(
+            [head, bulk(call_key.encode()), bulk(b"%d" % amount_micros), self._lease_ttl_bulk]
         )
+        try:
+            reply = await runner.run_packed(self._scripts["reserve"], command)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise LiveStateUnavailable(f"redis unavailable during reserve: {exc}") from exc
+        except RedisError as exc:
+            raise LiveScriptError(
+                f"script reserve failed on {keys.account_key(account_id)}: {exc}"
+            ) from exc
         return reservation(reply)
+
+    def _reserve_head(self, account_id: str, call_key: str, amount_micros: int) -> bytes:
+        """The packed start of the account's ``reserve`` commands, its input checked
+        (``InvalidLiveInput``); kept for the account's next calls."""
+        script_keys, _ = self.reserve_arguments(account_id, call_key, amount_micros)
+        head = packed_evalsha(
+            self._reserve_sha, len(script_keys), 3, *(bulk(k.encode()) for k in script_keys)
+        )
+        if len(self._reserve_heads) >= _RESERVE_HEADS_KEPT:
+            self._reserve_heads.clear()
+        self._reserve_heads[account_id] = head
+        return head
 
     def reserve_arguments(
         self, account_id: str, call_key: str, amount_micros: int

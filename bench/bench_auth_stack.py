@@ -23,7 +23,8 @@ redis://127.0.0.1:6379/0) and a temporary SQLite state dir:
 The load generator (and the baseline loop) runs in a separate process, so the daemon
 process only serves: on a 2-core machine what is measured is "the daemon on one core"
 (Redis and the load generator share the other). The daemon runs on the event loop
-``ratekeeper run`` uses (plain asyncio), unless ``--daemon-loop uvloop``.
+``ratekeeper run`` uses (``event_loop = "auto"``: uvloop when installed), unless
+``--daemon-loop asyncio|uvloop``.
 
 Live reservations: every request uses a unique call id and is never released; the
 lease is 3600 s (longer than the run, so no lease expires and no expiry sweep runs
@@ -71,6 +72,7 @@ from balance import keys
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from balance.scripts import load_script
+from daemon import event_loop
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
 from daemon.gc_tuning import freeze_startup_heap
@@ -496,19 +498,15 @@ def run() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the daemon process too")
     parser.add_argument(
         "--daemon-loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="the daemon process's event loop (ratekeeper run uses asyncio)",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the daemon process's event loop (default: as `ratekeeper run`, uvloop if installed)",
     )
     args = parser.parse_args()
+    args.daemon_loop = event_loop.resolve(args.daemon_loop)
     configure_logging("WARNING", "console")
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    if args.daemon_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main(args))
-    else:
-        asyncio.run(main(args))
+    event_loop.run(main(args), args.daemon_loop)
 
 
 if __name__ == "__main__":

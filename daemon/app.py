@@ -49,6 +49,7 @@ from daemon.caps_policy import CapsPolicy, account_limits, seat_limit
 from daemon.config_reload import apply_logging, read_change
 from daemon.daemon_hooks import DaemonHooks
 from daemon.embedded_redis import EmbeddedRedis
+from daemon.event_loop import running_loop_name
 from daemon.fastagi_server import FastAGIServer
 from daemon.gc_tuning import freeze_startup_heap
 from daemon.http_agent import agent_routes
@@ -369,6 +370,7 @@ class Daemon:
             http_port=self.http_port,
             fastagi_port=self.fastagi_port,
             switches=[s.id for s in settings.switches],
+            event_loop=running_loop_name(),
         )
 
     @staticmethod

@@ -46,7 +46,7 @@ from daemon.tariff_catalog import PricedDestination, TariffCatalog
 from tariffs.bundles import CallTerms, bundle_seconds_for, terms_cost, terms_max_usage
 from tariffs.deck import DeckInfo, Rate
 from tariffs.money import from_micros, to_micros
-from tariffs.rating import call_cost, max_usage
+from tariffs.rating import call_cost, cost_micros, max_usage_micros
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +74,8 @@ def _now() -> datetime:
 
 
 _MAX_CHAIN_DEPTH = 32  # as balance.accounts: a reseller chain is never deeper
+
+_RATE_FIGURES_KEPT = 65_536  # rates whose figures are kept (``_figures``)
 
 PRICED_CALLS_KEPT = 100_000
 """How many authorized calls' prices are remembered until their answer (oldest dropped)."""
@@ -132,6 +134,9 @@ class AuthorizationService:
         )
         # oldest first; an OrderedDict drops its oldest in O(1), where a dict's
         # ``next(iter())`` skips every slot deleted before it (~27 us at 100,000)
+        # per rate in force: its first slice, first increment and longest call, in
+        # micro-units (``_figures``)
+        self._rate_figures: dict[int, tuple[Rate, DeckInfo, tuple[int, int, int]]] = {}
         self._priced_calls: OrderedDict[str, PricedDestination] = OrderedDict()
         self._shared_calls: OrderedDict[str, None] = OrderedDict()  # holding shared slots
         self.accepting = True
@@ -233,7 +238,9 @@ class AuthorizationService:
             return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
         if not request.account or not request.callee:
             return AuthorizationDecision.deny(Reason.BAD_REQUEST)
-        account = await self._accounts.get(request.account)
+        account = self._accounts.cached(request.account) or await self._accounts.get(
+            request.account
+        )
         if account is None:
             return AuthorizationDecision.deny(Reason.UNKNOWN_ACCOUNT)
         # Status and the trial window are checked by the reservation in Redis, which an
@@ -286,6 +293,8 @@ class AuthorizationService:
         """``priced`` with the account's tier schedule and covering bundle, if it has any."""
         plan = None if self._tiers is None else self._tiers.plan_for(account.id)
         bundles = self._bundles
+        if bundles is not None and not bundles.holds_bundles(account.id):
+            bundles = None  # nothing can cover the call
         if plan is None and bundles is None:
             return priced
         tz = account.timezone
@@ -397,9 +406,7 @@ class AuthorizationService:
             answers.append(await capped.reserve(account_id, key, amount, required, alternatives))
             return answers[-1][1]
 
-        first_slice, first_increment = _slice_costs(
-            priced.info, priced.rate, self._policy.debit_interval
-        )
+        first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
         decision = await self._reserve_money(
             account_id, key, priced, first_slice, first_increment, priced.terms, reserve
         )
@@ -453,6 +460,24 @@ class AuthorizationService:
             return await self._reserve_chain(request, priced)
         return await self._reserve(request, priced)
 
+    def _figures(self, info: DeckInfo, rate: Rate) -> tuple[int, int, int]:
+        """The rate's first slice, first increment and ``max_call_duration`` call, in
+        micro-units, computed once per rate object (kept by identity: hashing a rate and
+        its deck, as a cache keyed by value does, costs more than the lookup saves)."""
+        found = self._rate_figures.get(id(rate))
+        if found is not None and found[0] is rate and found[1] is info:
+            return found[2]
+        policy = self._policy
+        figures = (
+            *_slice_costs(info, rate, policy.debit_interval),
+            cost_micros(info, rate, policy.max_call_duration),
+        )
+        if len(self._rate_figures) >= _RATE_FIGURES_KEPT:
+            self._rate_figures.clear()  # decks were replaced many times: start over
+        # the rate is kept alive with its figures, so its id is never another rate's
+        self._rate_figures[id(rate)] = (rate, info, figures)
+        return figures
+
     def _remember(self, key: str, priced: PricedDestination) -> None:
         calls = self._priced_calls
         calls[key] = priced
@@ -483,9 +508,7 @@ class AuthorizationService:
         key = reservation_key(request.switch_id, request.call_id)
         account_id, cover = request.account, priced.bundle
         if cover is None and priced.terms.plain:  # today's path: no plan, no extra work
-            first_slice, first_increment = _slice_costs(
-                priced.info, priced.rate, self._policy.debit_interval
-            )
+            first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
             decision = await self._reserve_money(
                 account_id, key, priced, first_slice, first_increment, priced.terms
             )
@@ -551,12 +574,15 @@ class AuthorizationService:
             return AuthorizationDecision.deny(
                 _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
             )
-        credit = from_micros(result.reserved_micros + max(result.available_micros, 0))
+        credit = result.reserved_micros + max(result.available_micros, 0)
         limit = self._policy.max_call_duration
-        if reachable.plain:
-            seconds = max_usage(priced.info, priced.rate, credit, limit=limit)
+        if reachable.plain:  # integer short-cut when the credit pays for the longest call
+            longest = self._figures(priced.info, priced.rate)[2]
+            seconds = max_usage_micros(priced.info, priced.rate, credit, limit, longest)
         else:
-            seconds = terms_max_usage(priced.info, priced.rate, credit, reachable, limit=limit)
+            seconds = terms_max_usage(
+                priced.info, priced.rate, from_micros(credit), reachable, limit=limit
+            )
         if seconds <= 0:
             await self._live.release(account_id, key, refund=True)
             return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)

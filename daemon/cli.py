@@ -73,7 +73,7 @@ def run(ctx: typer.Context) -> None:
     settings = cli_state.settings()
     configure_logging(settings.logging.level, settings.logging.format)
     daemon = Daemon(settings, config_path=cli_state.config_path, reload_config_file=True)
-    run_async(daemon.run_until_signalled)
+    run_async(daemon.run_until_signalled, loop=settings.event_loop)
 
 
 @app.command("demo")
@@ -89,7 +89,7 @@ def demo(
     from daemon.demo import run_demo
 
     configure_logging("WARNING", "console")
-    ok = run_async(lambda: run_demo(calls=calls, cps=cps, state_dir=state_dir))
+    ok = run_async(lambda: run_demo(calls=calls, cps=cps, state_dir=state_dir), loop="auto")
     raise typer.Exit(0 if ok else 1)
 
 

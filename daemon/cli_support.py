@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -12,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from daemon import event_loop
+from daemon.event_loop import EventLoopChoice
 from daemon.settings import ConfigError, Settings, load_settings
 
 T = TypeVar("T")
@@ -45,13 +46,17 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
-def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from a synchronous command."""
+def run_async(factory: Callable[[], Awaitable[T]], loop: EventLoopChoice = "asyncio") -> T:
+    """Run a coroutine to completion from a synchronous command, on ``loop``
+    (``daemon.event_loop``; the daemon's own commands pass its setting)."""
 
     async def _main() -> T:
         return await factory()
 
-    return asyncio.run(_main())
+    try:
+        return event_loop.run(_main(), loop)
+    except event_loop.EventLoopUnavailable as exc:
+        raise fail(str(exc), code=2) from exc
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

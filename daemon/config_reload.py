@@ -27,6 +27,7 @@ LIVE_SECTIONS = ("logging", "caps", "seats")
 
 RESTART_SECTIONS = (
     "state_dir",
+    "event_loop",
     "database",
     "redis",
     "authorization",

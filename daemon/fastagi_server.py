@@ -24,6 +24,7 @@ from daemon.authorization import (
     Authorizer,
     Reason,
 )
+from daemon.deadlines import Deadlines
 from daemon.fastagi_protocol import (
     AGENT_SCRIPT,
     MAX_HEADER_LINES,
@@ -104,6 +105,7 @@ class FastAGIServer:
         self._header_timeout = header_timeout
         self._command_timeout = command_timeout
         self._authorize_timeout = authorize_timeout
+        self._deadlines = Deadlines(authorize_timeout)  # one timer for every session
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
 
@@ -213,9 +215,8 @@ class FastAGIServer:
 
     async def _decide(self, request: AuthorizationRequest) -> AuthorizationDecision:
         try:
-            async with asyncio.timeout(self._authorize_timeout):
-                decision = await self._authorizer.authorize(request)
-        except Exception:  # the boundary: any failure answers SERVICE_UNAVAILABLE
+            decision = await self._deadlines.run(self._authorizer.authorize(request))
+        except Exception:  # the boundary: any failure (a timeout too) answers SERVICE_UNAVAILABLE
             log.error(
                 "authorizer failed",
                 call_id=request.call_id,

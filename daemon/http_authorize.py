@@ -51,6 +51,7 @@ from daemon.authorization import (
     Authorizer,
     Reason,
 )
+from daemon.deadlines import Deadlines
 from daemon.embedded_server import EmbeddedServer
 
 log = structlog.get_logger(__name__)
@@ -237,7 +238,7 @@ class AuthorizeEndpoint:
     ) -> None:
         self._authorizer = authorizer
         self._default_switch_id = default_switch_id
-        self._timeout = authorize_timeout
+        self._deadlines = Deadlines(authorize_timeout)  # one timer for every request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one authorization request."""
@@ -279,9 +280,8 @@ class AuthorizeEndpoint:
     async def _decide(self, request: AuthorizationRequest) -> tuple[AuthorizationDecision, int]:
         tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
         try:
-            async with asyncio.timeout(self._timeout):
-                decision = await self._authorizer.authorize(request)
-        except Exception:  # the boundary: fail closed
+            decision = await self._deadlines.run(self._authorizer.authorize(request))
+        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
             log.error(
                 "authorizer failed",
                 call_id=request.call_id,

@@ -56,6 +56,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from connectors.seat_tenants import SeatTenantRules
 from daemon.caps_policy import CapsPolicy, TrialPolicy
+from daemon.event_loop import EventLoopChoice
 from daemon.notification_settings import NotificationSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/ratekeeper/ratekeeper.toml")
@@ -316,6 +317,8 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Field(default_factory=default_state_dir)
+    # the event loop of `ratekeeper run` (daemon.event_loop): uvloop when installed
+    event_loop: EventLoopChoice = "auto"
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)

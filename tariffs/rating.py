@@ -266,6 +266,33 @@ def _longest_within(steps: tuple[_Step, ...], fee: int, budget: int) -> int | No
     return seconds  # pragma: no cover - the last step is open
 
 
+def cost_micros(info: DeckInfo, rate: Rate, seconds: int) -> int:
+    """``call_cost`` of ``seconds`` in micro-units (exact: a deck has at most 6 decimals)."""
+    return int(call_cost(info, rate, seconds).scaleb(6))
+
+
+def max_usage_micros(
+    info: DeckInfo,
+    rate: Rate,
+    credit_micros: int,
+    limit: int,
+    limit_cost_micros: int | None = None,
+) -> int:
+    """``max_usage(info, rate, credit, limit)`` of a credit in micro-units.
+
+    The authorization path's form: when the credit pays for a whole call of ``limit``
+    seconds (one integer compare against that call's cost, ``limit_cost_micros`` when
+    the caller keeps it), the answer is ``limit`` at once, without the search in
+    ``Decimal``; else ``max_usage``.
+    """
+    if limit >= max(1, rate.minimum_duration):
+        if limit_cost_micros is None:
+            limit_cost_micros = cost_micros(info, rate, limit)
+        if credit_micros >= limit_cost_micros:
+            return limit
+    return max_usage(info, rate, Decimal(credit_micros).scaleb(-6), limit=limit)
+
+
 def max_usage(info: DeckInfo, rate: Rate, credit: Decimal, limit: int | None = None) -> int:
     """The longest call (whole seconds) whose cost stays within ``credit``.
 

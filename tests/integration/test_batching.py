@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
 from structlog.testing import capture_logs
 
@@ -129,6 +130,48 @@ async def test_given_one_failing_call_in_a_batch_when_run_then_only_that_caller_
     assert [getattr(r, "reason", r) for r in results[0::2]] == ["OK"] * 5
     snap = await LiveState(redis_client, batch=False).snapshot(good)
     assert snap is not None and len(snap.calls) == 5
+
+
+@pytest.mark.parametrize("protocol", [3, 2])
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+async def test_given_each_reply_parser_when_a_batch_runs_then_replies_and_errors_reach_callers(
+    redis_url: str, parser: str, protocol: int
+) -> None:
+    # hiredis (the default): replies straight from its reader, never read_response;
+    # redis-py's pure-Python parser: read_response per reply
+    from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
+
+    if parser == "hiredis":  # RESP3, redis-py 8's default protocol, and RESP2
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    else:
+        python_parser = _AsyncRESP2Parser if protocol == 2 else _AsyncRESP3Parser
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol, parser_class=python_parser)
+    read_response_calls = 0
+    original = AbstractConnection.read_response  # TCP and Unix-socket connections alike
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal read_response_calls
+        read_response_calls += 1
+        return await original(self, *args, **kwargs)
+
+    live = LiveState(client)
+    good, broken = new_account(), new_account()
+    try:
+        await live.load_account(AccountLimits(good, "active", 100 * SLICE, 0, None))
+        await client.set(keys.account_key(broken), "not a hash")  # WRONGTYPE in the script
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(AbstractConnection, "read_response", counted)
+            results = await asyncio.gather(
+                *(live.reserve(a, f"call-{i}", SLICE) for i in range(20) for a in (good, broken)),
+                return_exceptions=True,
+            )
+    finally:
+        await live.aclose()
+        await client.aclose()
+
+    assert [getattr(r, "reason", r) for r in results[0::2]] == ["OK"] * 20
+    assert all(isinstance(r, LiveScriptError) and "WRONGTYPE" in str(r) for r in results[1::2])
+    assert (read_response_calls == 0) == (parser == "hiredis")
 
 
 async def test_given_an_unencodable_argument_when_run_then_only_its_caller_fails(

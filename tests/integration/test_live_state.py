@@ -394,6 +394,32 @@ async def test_given_bad_input_when_reserving_then_error_names_the_culprit(
     assert info.value.code == "BAD_REQUEST"
 
 
+@pytest.mark.parametrize(
+    ("call_key", "amount", "culprit"),
+    [
+        ("", 1, "call_key"),
+        ("c" * 257, 1, "call_key"),
+        (b"c", 1, "call_key"),
+        ("c", -1, "amount_micros"),
+        ("c", 1.5, "amount_micros"),
+        ("c", True, "amount_micros"),
+        ("c", 2**53, "amount_micros"),
+    ],
+)
+async def test_given_an_account_already_reserved_on_when_bad_input_then_still_refused(
+    live: LiveState, call_key: Any, amount: Any, culprit: str
+) -> None:
+    # the batched reserve keeps each account's packed keys: the call's own input is
+    # checked on every call all the same
+    account = new_account()
+    await live.load_account(AccountLimits(account, "active", 100 * SLICE, 0, None))
+    assert (await live.reserve(account, "good-call", SLICE)).ok
+    with pytest.raises(InvalidLiveInput, match=culprit):
+        await live.reserve(account, call_key, amount)
+    snapshot = await live.snapshot(account)
+    assert snapshot is not None and list(snapshot.calls) == ["good-call"]
+
+
 async def test_given_bad_status_when_loading_then_error_names_the_account(
     live: LiveState,
 ) -> None:

@@ -213,7 +213,9 @@ async def _service(
         await daemon.start()
         await notify.wait_for(lambda m: m.get("READY") == "1", within=60)
         await daemon.wait_log(lambda logs: any(x["event"] == "ratekeeper started" for x in logs))
-        sim.fastagi_port = int(daemon.events("ratekeeper started")[0]["fastagi_port"])
+        started = daemon.events("ratekeeper started")[0]
+        sim.fastagi_port = int(started["fastagi_port"])
+        assert started["event_loop"] == "uvloop"  # `event_loop = "auto"`, uvloop installed
         yield daemon, sim, settings
     finally:
         await daemon.kill()

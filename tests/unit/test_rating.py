@@ -17,6 +17,7 @@ from tariffs.rating import (
     call_cost,
     cost_of_first,
     max_usage,
+    max_usage_micros,
     rate_call,
 )
 
@@ -260,3 +261,31 @@ def test_property_cost_of_first_equals_call_cost_and_rate_call(
     charge = rate_call(info, rate, D(seconds))
     assert (charge.cost, charge.billable_seconds) == (cost, billable_seconds(rate, D(seconds)))
     assert cost.as_tuple().exponent == -info.decimals
+
+
+@settings(max_examples=500)
+@given(
+    info=infos,
+    rate=rates,
+    credit_micros=st.integers(-1000, 10**12),
+    limit=st.integers(0, 4 * 3600),
+)
+def test_property_max_usage_micros_equals_max_usage_of_the_same_credit(
+    info: DeckInfo, rate: Rate, credit_micros: int, limit: int
+) -> None:
+    # the integer short-cut (credit pays for the whole limit) and the Decimal search agree
+    credit = D(credit_micros).scaleb(-6)
+    assert max_usage_micros(info, rate, credit_micros, limit) == max_usage(
+        info, rate, credit, limit
+    )
+
+
+@pytest.mark.parametrize(("minimum", "needed"), [(0, 36_100_000), (7200, 72_100_000)])
+def test_given_credit_for_the_whole_limit_when_max_usage_micros_then_the_limit(
+    minimum: int, needed: int
+) -> None:
+    rate = Rate("1", "x", D("0.60"), D("0.10"), 60, 60, minimum)  # 0.60/min, fee 0.10
+    # one hour costs 36.10; with a two-hour minimum any call costs 72.10
+    assert max_usage_micros(UP6, rate, needed, 3600) == 3600
+    short = max_usage_micros(UP6, rate, needed - 1, 3600)
+    assert short == (3540 if minimum == 0 else 0)
