@@ -216,10 +216,13 @@ class BatchingRunner:
         idle = self._idle
         conn = idle.pop() if idle else await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            # one deadline for the whole round trip: a per-read timeout costs ~10 us a reply
-            async with asyncio.timeout(conn.socket_timeout):
+            if conn.socket_timeout is None:  # no deadline: no timer to arm
                 await conn.send_packed_command(b"".join(commands))
                 await _read_replies(conn, len(commands), replies)
+            else:  # one deadline for the whole round trip (a per-read one: ~10 us a reply)
+                async with asyncio.timeout(conn.socket_timeout):
+                    await conn.send_packed_command(b"".join(commands))
+                    await _read_replies(conn, len(commands), replies)
         except BaseException as exc:
             await conn.disconnect()  # never reused with unread replies
             await self._pool.release(conn)

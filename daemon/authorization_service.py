@@ -278,7 +278,10 @@ class AuthorizationService:
                 if isinstance(admission, AuthorizationDecision):
                     return admission
                 priced = admission
-            decision, priced = await self._reserve_any(request, priced)
+            if priced.chain:  # every account of the reseller chain reserves
+                decision, priced = await self._reserve_chain(request, priced)
+            else:
+                decision, priced = await self._reserve(request, priced)
             if shared is not None and not decision.allowed and self._caps is not None:
                 await self._caps.release(key, refund=True)
         if decision.allowed:
@@ -452,13 +455,6 @@ class AuthorizationService:
         """Whether the call (by reservation key) was admitted on shared caps; asked once,
         on answer, to hold its slots until its end."""
         return self._shared_calls.pop(key, 0) is None
-
-    async def _reserve_any(
-        self, request: AuthorizationRequest, priced: PricedDestination
-    ) -> tuple[AuthorizationDecision, PricedDestination]:
-        if priced.chain:  # every account of the reseller chain reserves (daemon.reseller_chain)
-            return await self._reserve_chain(request, priced)
-        return await self._reserve(request, priced)
 
     def _figures(self, info: DeckInfo, rate: Rate) -> tuple[int, int, int]:
         """The rate's first slice, first increment and ``max_call_duration`` call, in

@@ -5,7 +5,8 @@ beyond a ``perf_counter``):
 
 - ``ratekeeper_authorizations_total{result,reason}``: every answer, by result
   (allow/deny) and stable reason code; ``ratekeeper_authorization_seconds``: how long
-  the answer took (buckets 0.25 ms .. 1 s);
+  the answer took (buckets 0.25 ms .. 1 s); both tallied in plain integers and read at
+  scrape time (``daemon.authorization_tally``: the hot path takes no lock);
 - ``ratekeeper_call_cuts_total{reason}``, ``ratekeeper_seat_refusals_total{tenant}``;
 - ``ratekeeper_debit_lag_seconds``: how late a debit tick ran after its schedule;
 - ``ratekeeper_switch_events_total{switch}``: protocol items read from each switch
@@ -43,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from balance.live import LiveStateError
 from balance.seat_sessions import SeatSessions
 from daemon.authorization import AuthorizationDecision, Reason
+from daemon.authorization_tally import AuthorizationTally
 from daemon.notifications import MQTTSink, Notifier
 from daemon.webhook import WebhookSender
 from storage.engine import StorageError
@@ -165,18 +167,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         reg = self.registry
-        self.authorizations = Counter(
-            "ratekeeper_authorizations",
-            "Authorization answers by result (allow/deny) and reason code.",
-            ["result", "reason"],
-            registry=reg,
-        )
-        self.authorization_seconds = Histogram(
-            "ratekeeper_authorization_seconds",
-            "Time to answer one authorization.",
-            buckets=AUTHORIZATION_BUCKETS,
-            registry=reg,
-        )
+        # answers by reason and their durations: plain integers (daemon.authorization_tally)
+        self.authorizations = AuthorizationTally(AUTHORIZATION_BUCKETS)
+        reg.register(self.authorizations)
         self.cuts = Counter(
             "ratekeeper_call_cuts",
             "Live calls cut by the daemon, by reason code.",
@@ -207,12 +200,6 @@ class Metrics:
         self.redis_errors = Counter(
             "ratekeeper_redis_errors", "Redis errors, by component.", ["component"], registry=reg
         )
-        self._by_reason = {
-            reason: self.authorizations.labels(
-                "allow" if reason is Reason.OK else "deny", reason.value
-            )
-            for reason in Reason
-        }
         self._switches: dict[str, SwitchEvents] = {}
         self._last_errors: dict[str, LastError] = {}
         self._live_seats: dict[str, int] = {}
@@ -224,9 +211,7 @@ class Metrics:
         self, decision: AuthorizationDecision, seconds: float | None = None
     ) -> None:
         """Count one answer, and observe how long it took when ``seconds`` is given."""
-        self._by_reason[decision.reason].inc()
-        if seconds is not None:
-            self.authorization_seconds.observe(seconds)
+        self.authorizations.count(decision.reason, seconds)
 
     def count_cut(self, reason: str) -> None:
         """Count one cut."""
@@ -238,11 +223,7 @@ class Metrics:
 
     def authorizations_of(self, reason: Reason) -> float:
         """How many answers had ``reason`` (for reports and tests)."""
-        value = self.registry.get_sample_value(
-            "ratekeeper_authorizations_total",
-            {"result": "allow" if reason is Reason.OK else "deny", "reason": reason.value},
-        )
-        return value or 0.0
+        return float(self.authorizations.answers(reason))
 
     # -- switches ---------------------------------------------------------------------------
 

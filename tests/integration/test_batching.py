@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.testing import capture_logs
 
 from balance import keys
@@ -130,6 +131,34 @@ async def test_given_one_failing_call_in_a_batch_when_run_then_only_that_caller_
     assert [getattr(r, "reason", r) for r in results[0::2]] == ["OK"] * 5
     snap = await LiveState(redis_client, batch=False).snapshot(good)
     assert snap is not None and len(snap.calls) == 5
+
+
+async def test_given_a_socket_timeout_when_redis_answers_too_late_then_the_batch_times_out(
+    tmp_path: Path,
+) -> None:
+    # a private server: the slow script blocks the whole server while it runs
+    server = EmbeddedRedis(tmp_path / "redis.db")
+    slow_source = (
+        "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]\n"
+        "repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - start > 400000\n"
+        "return 1\n"
+    )
+    slow = LuaScript("slow", slow_source, hashlib.sha1(slow_source.encode()).hexdigest())
+    quick = counter_script("quick")
+    timed = BatchingRunner(aioredis.Redis.from_url(server.url, socket_timeout=0.1))
+    patient = aioredis.Redis.from_url(server.url)  # no socket_timeout: no deadline
+    try:
+        with pytest.raises(RedisTimeoutError, match=r"redis batch timed out after 0\.1 s"):
+            await timed.run(slow, [f"{RUN}-slow"], [])
+        await asyncio.sleep(0.5)  # the script ends; the timed-out connection was dropped
+        assert await timed.run(quick, [f"{RUN}-quick"], []) == 1
+        untimed = BatchingRunner(patient)
+        assert await untimed.run(slow, [f"{RUN}-slow"], []) == 1  # waits the 0.4 s out
+        await untimed.aclose()
+    finally:
+        await timed.aclose()
+        await patient.aclose()
+        server.close()
 
 
 @pytest.mark.parametrize("protocol", [3, 2])
