@@ -161,7 +161,9 @@ class CallTerms:
     @property
     def plain(self) -> bool:
         """True when the call is priced exactly as its rate says (no tier, no bundle)."""
-        return self.bundle_seconds == 0 and all(points == 0 for _, points in self.discounts)
+        if self.bundle_seconds:
+            return False
+        return not self.discounts or all(points == 0 for _, points in self.discounts)
 
 
 @dataclass(frozen=True, slots=True)
