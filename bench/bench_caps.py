@@ -61,6 +61,7 @@ from bench_auth_stack import (
 from balance import keys
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
+from daemon import event_loop
 from daemon.app import Daemon, open_resources
 from daemon.demo import DEMO_DECK, DEMO_RATES
 from daemon.gc_tuning import freeze_startup_heap
@@ -169,7 +170,8 @@ async def main(args: argparse.Namespace) -> None:
     base, bare, full = (_median(runs[mode]) for mode in "abc")
     print(
         f"caps: {n_accounts} accounts per daemon, concurrency {CONCURRENCY}, median of "
-        f"{rounds} interleaved round(s), load generator in a separate process, redis {url}, "
+        f"{rounds} interleaved round(s), daemons on {args.daemon_loop}, "
+        f"load generator in a separate process, redis {url}, "
         f"{os.cpu_count()} CPUs"
     )
     print(
@@ -228,10 +230,17 @@ def run() -> None:
     """Parse the flags and run the bench."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="under a minute, smaller counts")
+    parser.add_argument(
+        "--daemon-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the daemons' event loop (default: as `ratekeeper run`, uvloop if installed)",
+    )
     args = parser.parse_args()
+    args.daemon_loop = event_loop.resolve(args.daemon_loop)
     configure_logging("WARNING", "console")
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    asyncio.run(main(args))
+    event_loop.run(main(args), args.daemon_loop)
 
 
 if __name__ == "__main__":
