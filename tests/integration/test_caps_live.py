@@ -203,9 +203,7 @@ async def test_given_reseller_cps_when_30_at_once_then_exactly_the_cps_pass_and_
 ) -> None:
     reseller = CapScope(f"reseller:{new_id()}", cps_limit=4)
 
-    results = await asyncio.gather(
-        *(caps.acquire(f"{RUN}-p{i}", [reseller]) for i in range(30))
-    )
+    results = await asyncio.gather(*(caps.acquire(f"{RUN}-p{i}", [reseller]) for i in range(30)))
 
     assert sum(r.ok for r in results) == 4
     assert {r.reason for r in results if not r.ok} == {"CPS_LIMIT"}
@@ -237,3 +235,54 @@ async def test_given_a_scope_name_with_spaces_when_acquiring_then_it_is_named(
 ) -> None:
     with pytest.raises(InvalidLiveInput, match="scope"):
         await caps.acquire(f"{RUN}-bad", [CapScope("reseller:a b", 1)])
+
+
+# --- counted by score: expired members never count, and are trimmed ----------------------
+
+
+async def _server_ms(redis_client: aioredis.Redis) -> int:
+    seconds, micros = await redis_client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_given_stale_members_in_every_set_when_admitting_then_only_live_ones_count(
+    live: LiveState, caps: SharedCaps, redis_client: aioredis.Redis
+) -> None:
+    # 100 long-expired members in the account's CPS set and the scope's slot and CPS sets
+    # (a crashed daemon's, say): the limits count only what has not expired
+    account, scope = new_id(), CapScope(new_id(), concurrency_limit=3, cps_limit=4)
+    await live.load_account(_limits(account, cps_limit=5))
+    past = await _server_ms(redis_client) - 5_000
+    stale = {f"stale-{n}": past - n for n in range(100)}
+    await redis_client.zadd(keys.cps_key(account), stale)  # type: ignore[arg-type]
+    await redis_client.zadd(keys.cap_slots_key(scope.name), stale)  # type: ignore[arg-type]
+    await redis_client.zadd(keys.cap_cps_key(scope.name), stale)  # type: ignore[arg-type]
+
+    reserved = await asyncio.gather(*(live.reserve(account, f"r-{n}", SLICE) for n in range(8)))
+    admitted = await asyncio.gather(*(caps.acquire(f"{account}-c{n}", [scope]) for n in range(8)))
+
+    assert sum(r.ok for r in reserved) == 5
+    assert {r.reason for r in reserved if not r.ok} == {"CPS_LIMIT"}
+    assert sum(a.ok for a in admitted) == 3  # the concurrency cap, below the CPS one
+    assert {a.reason for a in admitted if not a.ok} == {"CONCURRENCY_LIMIT"}
+
+
+async def test_given_a_second_of_admissions_when_more_come_then_the_expired_are_trimmed(
+    live: LiveState, caps: SharedCaps, redis_client: aioredis.Redis
+) -> None:
+    # trimming runs at about one admission in 16: after 400 admissions a second later, the
+    # first second's are gone (the odds of no trim at all: (15/16)**400, about 6e-12)
+    account, scope = new_id(), CapScope(new_id(), concurrency_limit=None, cps_limit=100_000)
+    await live.load_account(_limits(account, cps_limit=100_000))
+    for n in range(64):
+        assert (await live.reserve(account, f"first-{n}", 1)).ok
+        assert (await caps.acquire(f"{account}-first-{n}", [scope])).ok
+    await asyncio.sleep(1.1)
+    for n in range(400):
+        assert (await live.reserve(account, f"second-{n}", 1)).ok
+        assert (await caps.acquire(f"{account}-second-{n}", [scope])).ok
+
+    for key in (keys.cps_key(account), keys.cap_cps_key(scope.name)):
+        members = await redis_client.zrange(key, 0, -1)
+        assert not any(m.startswith(b"first-") or b"-first-" in m for m in members), key
+        assert len(members) <= 400
