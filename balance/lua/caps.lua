@@ -18,21 +18,22 @@ end
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
--- Counts are by score (ZCOUNT of what has not expired), exact whatever the sets still
--- hold; the expired members are trimmed at about one admission in 16 (the server
--- clock's microseconds decide), which bounds the sets at their live members plus a few
--- dozen ended ones, for one command per check instead of a trim and a count each.
-local trim = tonumber(clock[2]) % 16 == 0
 
 local function check(k)
   local slots, cps = KEYS[2 * k], KEYS[2 * k + 1]
   local limit = tonumber(ARGV[3 + 2 * k])
   local cps_limit = tonumber(ARGV[4 + 2 * k])
-  if limit >= 0 and redis.call('ZCOUNT', slots, '(' .. now, '+inf') >= limit then
-    return 'CONCURRENCY_LIMIT'
+  if limit >= 0 then
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    if redis.call('ZCARD', slots) >= limit then
+      return 'CONCURRENCY_LIMIT'
+    end
   end
-  if cps_limit >= 0 and redis.call('ZCOUNT', cps, '(' .. (now - 1000), '+inf') >= cps_limit then
-    return 'CPS_LIMIT'
+  if cps_limit >= 0 then
+    redis.call('ZREMRANGEBYSCORE', cps, '-inf', now - 1000)
+    if redis.call('ZCARD', cps) >= cps_limit then
+      return 'CPS_LIMIT'
+    end
   end
   return 'OK'
 end
@@ -57,21 +58,15 @@ if alternatives > 0 and taken == 0 then
   return first_denial
 end
 
--- The zsets carry no key expiry: the admissions trim what expired (by score, see
--- ``trim``), so a scope keeps its live calls plus a few ended since its last trim.
+-- The zsets carry no key expiry: every check trims what expired (by score), so a scope
+-- keeps at most its live calls plus those ended since its last admission.
 local held_slots, held_cps = {}, {}
 local function admit(k)
   local slots, cps = KEYS[2 * k], KEYS[2 * k + 1]
   redis.call('ZADD', slots, now + ttl, call_key)
-  if trim then
-    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-  end
   held_slots[#held_slots + 1] = slots
   if tonumber(ARGV[4 + 2 * k]) >= 0 then
     redis.call('ZADD', cps, now, call_key)
-    if trim then
-      redis.call('ZREMRANGEBYSCORE', cps, '-inf', now - 1000)
-    end
     held_cps[#held_cps + 1] = cps
   end
 end

@@ -8,17 +8,10 @@ local call_key = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 
-local f = redis.call('HMGET', account, 'status', 'balance', 'credit_limit', 'reserved',
-  'concurrency_limit', 'trial_ends', 'cps_limit')
-local status = f[1]
+local status = redis.call('HGET', account, 'status')
 if not status then
   return {'UNKNOWN_ACCOUNT', 0, 0, 0}
 end
-local funds = tonumber(f[2] or '0') + tonumber(f[3] or '0')
-local reserved = tonumber(f[4] or '0')
-local limit = tonumber(f[5] or '-1')
-local trial_ends = tonumber(f[6] or '-1')
-local cps_limit = tonumber(f[7] or '-1')
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -31,9 +24,16 @@ for _, key in ipairs(expired) do
   redis.call('ZREM', leases, key)
   if held ~= 0 then
     redis.call('HINCRBY', account, 'reserved', -held)
-    reserved = reserved - held
   end
 end
+
+local f = redis.call('HMGET', account, 'balance', 'credit_limit', 'reserved',
+  'concurrency_limit', 'trial_ends', 'cps_limit')
+local funds = tonumber(f[1] or '0') + tonumber(f[2] or '0')
+local reserved = tonumber(f[3] or '0')
+local limit = tonumber(f[4] or '-1')
+local trial_ends = tonumber(f[5] or '-1')
+local cps_limit = tonumber(f[6] or '-1')
 
 local existing = redis.call('HGET', calls, call_key)
 if existing then
@@ -51,10 +51,12 @@ local live = redis.call('HLEN', calls)
 if limit >= 0 and live >= limit then
   return {'CONCURRENCY_LIMIT', 0, funds - reserved, live}
 end
--- a sliding window: at most cps_limit admissions in any second, counted by score (the
--- expired ones are trimmed at about one admission in 16, as in caps.lua)
-if cps_limit >= 0 and redis.call('ZCOUNT', cps, '(' .. (now - 1000), '+inf') >= cps_limit then
-  return {'CPS_LIMIT', 0, funds - reserved, live}
+if cps_limit >= 0 then
+  -- a sliding window: at most cps_limit admissions in any second
+  redis.call('ZREMRANGEBYSCORE', cps, '-inf', now - 1000)
+  if redis.call('ZCARD', cps) >= cps_limit then
+    return {'CPS_LIMIT', 0, funds - reserved, live}
+  end
 end
 if reserved + amount > funds then
   return {'INSUFFICIENT_CREDIT', 0, funds - reserved, live}
@@ -64,9 +66,6 @@ redis.call('ZADD', leases, now + ttl, call_key)
 redis.call('HINCRBY', account, 'reserved', amount)
 if cps_limit >= 0 then
   redis.call('ZADD', cps, now, call_key)
-  if tonumber(clock[2]) % 16 == 0 then
-    redis.call('ZREMRANGEBYSCORE', cps, '-inf', now - 1000)
-  end
   redis.call('PEXPIRE', cps, 2000)
 end
 return {'OK', amount, funds - reserved - amount, live + 1}
