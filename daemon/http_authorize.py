@@ -282,10 +282,25 @@ class AuthorizeEndpoint:
             return
         except _Disconnected:
             return
-        decision, status = await self._decide(request)
+        tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
+        try:
+            decision = await self._deadlines.run(self._authorizer.authorize(request))
+            status = 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
+        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
+            log.error(
+                "authorizer failed",
+                call_id=request.call_id,
+                account=request.account,
+                exc_info=True,
+            )
+            decision, status = AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
         if fmt == "json":
             body = decision_json_bytes(decision, request.call_id, request.switch_id)
-            await _send(send, status, _JSON_TYPE, body)
+            headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         else:
             await _send(send, status, _TEXT_TYPE, render_pairs(decision_pairs(decision), fmt))
 
@@ -297,22 +312,6 @@ class AuthorizeEndpoint:
             return
         pairs = decision_pairs(AuthorizationDecision.deny(Reason.BAD_REQUEST))
         await _send(send, 400, _TEXT_TYPE, render_pairs([*pairs, ("field", exc.field)], fmt))
-
-    async def _decide(self, request: AuthorizationRequest) -> tuple[AuthorizationDecision, int]:
-        tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
-        try:
-            decision = await self._deadlines.run(self._authorizer.authorize(request))
-        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
-            log.error(
-                "authorizer failed",
-                call_id=request.call_id,
-                account=request.account,
-                exc_info=True,
-            )
-            return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
-        return decision, 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
 
 
 async def _read_body(receive: Receive) -> bytes:
