@@ -102,10 +102,11 @@ class FastAGIServer:
         self._requested_port = port
         self._switch_for_peer = switch_for_peer
         self._default_switch_id = default_switch_id
-        self._header_timeout = header_timeout
-        self._command_timeout = command_timeout
         self._authorize_timeout = authorize_timeout
-        self._deadlines = Deadlines(authorize_timeout)  # one timer for every session
+        # one timer per limit for every session (daemon.deadlines), not one per session
+        self._deadlines = Deadlines(authorize_timeout)
+        self._header_deadlines = Deadlines(header_timeout)
+        self._command_deadlines = Deadlines(command_timeout)
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
 
@@ -173,8 +174,7 @@ class FastAGIServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer_host: str
     ) -> None:
         lines = _Lines(reader)
-        async with asyncio.timeout(self._header_timeout):
-            env = await _read_environment(lines)
+        env = await self._header_deadlines.run(_read_environment(lines))
         call_id = env.get("uniqueid")
         if env.script == AGENT_SCRIPT and self._agent_authorizer is not None:
             await self._answer(lines, writer, await self._decide_agent(env, peer_host))
@@ -239,17 +239,21 @@ class FastAGIServer:
         writer.write(answer_block(variables))
         if writer.can_write_eof():
             writer.write_eof()
-        async with asyncio.timeout(self._command_timeout):
-            for name, _ in variables:
-                try:
-                    line = await lines.next()
-                except _LineTooLong as exc:
-                    raise FastAGIProtocolError(f"reply to {name}: longer than the limit") from exc
-                if line is None:
-                    raise FastAGISessionEnded("EOF while waiting for a reply")
-                reply = parse_reply(line.decode("utf-8", errors="replace"))
-                if reply.code != 200:
-                    raise FastAGISessionEnded(f"unexpected reply {reply.code} to {name}")
+        await self._command_deadlines.run(_read_replies(lines, variables))
+
+
+async def _read_replies(lines: _Lines, variables: list[tuple[str, str]]) -> None:
+    """One ``200`` reply per command sent; anything else ends the session."""
+    for name, _ in variables:
+        try:
+            line = await lines.next()
+        except _LineTooLong as exc:
+            raise FastAGIProtocolError(f"reply to {name}: longer than the limit") from exc
+        if line is None:
+            raise FastAGISessionEnded("EOF while waiting for a reply")
+        reply = parse_reply(line.decode("utf-8", errors="replace"))
+        if reply.code != 200:
+            raise FastAGISessionEnded(f"unexpected reply {reply.code} to {name}")
 
 
 async def _read_environment(lines: _Lines) -> AGIEnvironment:
