@@ -2,11 +2,12 @@
 
 ``asyncio.timeout`` arms and disarms a timer per use: ~3.8 us of CPU each on the 2-core
 machine (asyncio and uvloop alike), against ~0.6 us for the dict entry used here. The
-front ends bound every authorization by
-the same limit, so ``Deadlines`` keeps each request's deadline in a dict and ONE
-periodic check, armed only while requests are in flight, cancels the tasks past theirs;
-the request sees ``TimeoutError``, as with ``asyncio.timeout``. A request is cut between
-``timeout`` and ``timeout * (1 + 1/CHECKS_PER_TIMEOUT)`` after it started.
+front ends bound every request's steps by fixed limits (an authorization, a FastAGI
+header block, its replies), so a ``Deadlines`` per limit keeps each request's deadline
+in a dict and ONE periodic check, armed only while requests are in flight, cancels the
+tasks past theirs; the request sees ``TimeoutError``, as with ``asyncio.timeout``. A
+request is cut between ``timeout`` and ``timeout * (1 + 1/CHECKS_PER_TIMEOUT)`` after
+it started.
 
 A cancellation from anywhere else (the server stopping) propagates unchanged.
 """

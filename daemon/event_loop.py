@@ -1,11 +1,12 @@
 """The event loop the daemon runs on: uvloop when installed (``auto``), or plain asyncio.
 
-``[daemon]``-wide setting ``event_loop`` (top level of the TOML file): ``auto`` (the
-default, as uvicorn's ``--loop auto``), ``uvloop`` (an error when it is not installed)
-or ``asyncio``. uvloop's C event loop schedules callbacks and moves socket bytes for a
-fraction of asyncio's CPU: measured on the whole authorization stack
-(``bench/bench_auth_stack.py --daemon-loop``), the daemon needs ~15-20 % less CPU per
-HTTP authorization on it.
+The setting ``event_loop`` (top level of the TOML file, ``RATEKEEPER_EVENT_LOOP``):
+``auto`` (the default, as uvicorn's ``--loop auto``), ``uvloop`` (an error when it is
+not installed) or ``asyncio``; ``ratekeeper run`` reads it, ``ratekeeper demo`` runs on
+``auto``, the one-shot commands on asyncio. uvloop's C event loop schedules callbacks
+and moves socket bytes for a fraction of asyncio's CPU: measured on the whole
+authorization stack (``bench/bench_auth_stack.py --daemon-loop``), the daemon needs
+~15-20 % less CPU per HTTP authorization on it.
 """
 
 from __future__ import annotations
