@@ -132,11 +132,11 @@ class AuthorizationService:
             debit_interval=policy.debit_interval,
             max_call_duration=policy.max_call_duration,
         )
-        # oldest first; an OrderedDict drops its oldest in O(1), where a dict's
-        # ``next(iter())`` skips every slot deleted before it (~27 us at 100,000)
         # per rate in force: its first slice, first increment and longest call, in
         # micro-units (``_figures``)
         self._rate_figures: dict[int, tuple[Rate, DeckInfo, tuple[int, int, int]]] = {}
+        # oldest first; an OrderedDict drops its oldest in O(1), where a dict's
+        # ``next(iter())`` skips every slot deleted before it (~27 us at 100,000)
         self._priced_calls: OrderedDict[str, PricedDestination] = OrderedDict()
         self._shared_calls: OrderedDict[str, None] = OrderedDict()  # holding shared slots
         self.accepting = True
