@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from balance import keys
 from connectors.mqtt.publisher import BrokerAddress
 from daemon import event_loop
 from daemon.event_loop import EventLoopUnavailable, resolve, running_loop_name
@@ -36,9 +38,18 @@ from daemon.settings import (
 )
 from daemon.simulator.agi_client import run_fastagi
 from tests.integration.mqtt_fixtures import mqtt_url  # noqa: F401
+from tests.support import services
 from tests.support.daemon_harness import provision, running_daemon
 
+RUN = f"uv-{uuid.uuid4().hex[:8]}"  # every account of this module starts with it
 CALLEE = "12125550100"  # the harness deck's North America
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_keys(redis_url: str) -> Iterator[None]:
+    """Delete this module's Redis keys afterwards (never a flush)."""
+    yield
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 def test_given_each_choice_when_resolved_then_uvloop_only_where_it_is_installed(
@@ -94,7 +105,7 @@ async def _http_get(port: int, path: str) -> tuple[int, dict[str, Any]]:
 def test_given_uvloop_when_switches_authorize_then_http_and_fastagi_answer_and_reserve(
     tmp_path: Path, redis_url: str
 ) -> None:
-    account = f"uv-{uuid.uuid4().hex[:10]}"
+    account = f"{RUN}-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         state_dir=tmp_path,
         database=DatabaseSettings(url=f"sqlite:///{tmp_path}/uv.db", batch_delay_ms=5),

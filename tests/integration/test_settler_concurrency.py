@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from balance import keys
 from balance.accounts import Account, AccountStore
 from balance.ledger import Ledger
 from balance.live import AccountLimits, LiveState
 from balance.rated_calls import RatedCallRecord, RatedCallWriter
 from daemon.settlement import Settlement, Settler
+from tests.support import services
 
+RUN = f"conc-{uuid.uuid4().hex[:8]}"  # every account of this module starts with it
 COST = 1_500
 SLICE = 10_000
 CALLS = 60
 INITIAL = 1_000_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_keys(redis_url: str) -> Iterator[None]:
+    """Delete this module's Redis keys afterwards (never a flush)."""
+    yield
+    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*")
 
 
 class _SlowWriter(RatedCallWriter):
@@ -55,7 +65,7 @@ def _record(account: str, n: int) -> RatedCallRecord:
 
 
 async def _funded_account(engine: AsyncEngine, live: LiveState) -> str:
-    account = f"conc-{uuid.uuid4().hex[:10]}"
+    account = f"{RUN}-{uuid.uuid4().hex[:10]}"
     await AccountStore(engine).create(Account(id=account))
     await Ledger(engine).topup(account, Decimal(INITIAL) / 1_000_000, f"fund-{account}")
     await live.load_account(AccountLimits(account, "active", INITIAL, 0, None))
