@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from balance.batching import BatchingRunner, bulk, evalsha_head, packed_evalsha
 from balance.caps import CapAdmission, CapScope, SharedCaps, admission
-from balance.live import MAX_MICROS, LiveState, Reservation, reservation
+from balance.live import LiveState, Reservation, reservation
 from balance.scripts import load_script
 
 
@@ -29,7 +29,6 @@ class CappedReserve:
         self._script = load_script("reserve_capped")
         self._head = evalsha_head(self._script)
         self._lease_ttl = bulk(b"%d" % live.lease_ttl_ms)
-        self._account_keys: dict[str, bytes] = {}  # the packed reserve keys, by account
 
     async def reserve(
         self,
@@ -46,13 +45,7 @@ class CappedReserve:
         """
         caps = self._caps
         if isinstance(caps.runner, BatchingRunner):  # the hot path: packed in one go
-            account_keys = self._account_keys.get(account_id)
-            if (
-                account_keys is None
-                or type(amount_micros) is not int
-                or not 0 <= amount_micros < MAX_MICROS
-            ):
-                account_keys = self._pack_account(account_id, call_key, amount_micros)
+            account_keys = self._live.packed_reserve_keys(account_id, call_key, amount_micros)
             scopes, caps_keys, caps_args = caps.pack(call_key, required, alternatives)
             n = len(scopes)  # keys: reserve's 4, caps' 1 + 2n; arguments: 3, then 4 + 2n
             command = packed_evalsha(
@@ -79,16 +72,3 @@ class CappedReserve:
         if not admitted.ok:
             return admitted, Reservation(False, admitted.reason, 0, 0)
         return admitted, reservation(reply)
-
-    def _pack_account(self, account_id: str, call_key: str, amount_micros: int) -> bytes:
-        """The account's four ``reserve`` keys in RESP, checked once per account (and the
-        call's arguments checked: ``InvalidLiveInput``)."""
-        reserve_keys, _ = self._live.reserve_arguments(account_id, call_key, amount_micros)
-        packed = b"".join([bulk(key.encode()) for key in reserve_keys])
-        if len(self._account_keys) >= _ACCOUNTS_KEPT:
-            self._account_keys.clear()
-        self._account_keys[account_id] = packed
-        return packed
-
-
-_ACCOUNTS_KEPT = 100_000

@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from balance import keys
 from balance.batching import BatchingRunner, bulk, evalsha_head, packed_evalsha, script_runner
-from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
+from balance.live import InvalidLiveInput, script_failure
 from balance.scripts import Arg, LuaScript, ScriptRunner, load_script
 
 _MAX_SCOPES = 16
@@ -207,19 +205,15 @@ class SharedCaps:
         assert isinstance(runner, BatchingRunner)
         try:
             return await runner.run_packed(script, command)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LiveStateUnavailable(f"redis unavailable during {script.name}: {exc}") from exc
-        except RedisError as exc:
-            raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise script_failure(exc, script.name) from exc
 
     async def run(self, script: LuaScript, script_keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run one script call; Redis errors translated (``LiveStateUnavailable``, ...)."""
         try:
             return await self._runner.run(script, script_keys, args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LiveStateUnavailable(f"redis unavailable during {script.name}: {exc}") from exc
-        except RedisError as exc:
-            raise LiveScriptError(f"script {script.name} failed: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise script_failure(exc, script.name) from exc
 
 
 _PACKED_KEPT = 100_000

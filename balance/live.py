@@ -49,7 +49,7 @@ STATUSES: frozenset[str] = frozenset({"active", "suspended", "closed"})
 MAX_MICROS = 2**53
 """Amounts are below this (exact in a Lua double)."""
 _MAX_ID_LENGTH = 256
-_RESERVE_HEADS_KEPT = 100_000  # accounts whose packed ``reserve`` start is kept
+_RESERVE_KEYS_KEPT = 100_000  # accounts whose packed ``reserve`` keys are kept
 _REBUILD_CHUNK = 256  # accounts loaded concurrently (one pipeline when batched)
 
 
@@ -139,8 +139,8 @@ class LiveState:
         self._lease_ttl_ms = lease_ttl * 1000
         self._scripts = load_library()
         self._runner: ScriptRunner = runner or script_runner(redis, batch=batch)
-        # the batched ``reserve``: its packed start (EVALSHA, the account's keys) by account
-        self._reserve_heads: dict[str, bytes] = {}
+        # the batched ``reserve``: each account's keys and command start in RESP
+        self._reserve_packed: dict[str, tuple[bytes, bytes]] = {}
         self._reserve_sha = evalsha_head(self._scripts["reserve"])
         self._lease_ttl_bulk = bulk(b"%d" % self._lease_ttl_ms)
 
@@ -209,40 +209,43 @@ class LiveState:
                 "reserve", *self.reserve_arguments(account_id, call_key, amount_micros)
             )
             return reservation(reply)
-        # the hot path: the command packed from the account's cached start, checked once
-        head = self._reserve_heads.get(account_id)
-        if (
-            head is None
-            or type(call_key) is not str
-            or not 0 < len(call_key) <= _MAX_ID_LENGTH
-            or type(amount_micros) is not int
-            or not 0 <= amount_micros < MAX_MICROS
-        ):
-            head = self._reserve_head(account_id, call_key, amount_micros)  # or raises
+        # the hot path: the command packed from the account's cached start
+        head = self._packed_reserve(account_id, call_key, amount_micros)[1]
         command = b"".join(
             [head, bulk(call_key.encode()), bulk(b"%d" % amount_micros), self._lease_ttl_bulk]
         )
         try:
             reply = await runner.run_packed(self._scripts["reserve"], command)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LiveStateUnavailable(f"redis unavailable during reserve: {exc}") from exc
-        except RedisError as exc:
-            raise LiveScriptError(
-                f"script reserve failed on {keys.account_key(account_id)}: {exc}"
-            ) from exc
+        except (RedisError, OSError) as exc:
+            raise script_failure(exc, "reserve", keys.account_key(account_id)) from exc
         return reservation(reply)
 
-    def _reserve_head(self, account_id: str, call_key: str, amount_micros: int) -> bytes:
-        """The packed start of the account's ``reserve`` commands, its input checked
-        (``InvalidLiveInput``); kept for the account's next calls."""
-        script_keys, _ = self.reserve_arguments(account_id, call_key, amount_micros)
-        head = packed_evalsha(
-            self._reserve_sha, len(script_keys), 3, *(bulk(k.encode()) for k in script_keys)
-        )
-        if len(self._reserve_heads) >= _RESERVE_HEADS_KEPT:
-            self._reserve_heads.clear()
-        self._reserve_heads[account_id] = head
-        return head
+    def packed_reserve_keys(self, account_id: str, call_key: str, amount_micros: int) -> bytes:
+        """The account's four ``reserve`` keys in RESP, built and checked once per account;
+        the call's own input checked every time (``InvalidLiveInput``)."""
+        return self._packed_reserve(account_id, call_key, amount_micros)[0]
+
+    def _packed_reserve(
+        self, account_id: str, call_key: str, amount_micros: int
+    ) -> tuple[bytes, bytes]:
+        """The account's packed ``reserve`` keys, and the start of its commands (EVALSHA,
+        numkeys, the keys), kept per account; the call's input checked every time."""
+        packed = self._reserve_packed.get(account_id)
+        if (
+            packed is not None
+            and type(call_key) is str
+            and 0 < len(call_key) <= _MAX_ID_LENGTH
+            and type(amount_micros) is int
+            and 0 <= amount_micros < MAX_MICROS
+        ):
+            return packed
+        script_keys, _ = self.reserve_arguments(account_id, call_key, amount_micros)  # or raises
+        account_keys = b"".join([bulk(key.encode()) for key in script_keys])
+        packed = account_keys, packed_evalsha(self._reserve_sha, 4, 3, account_keys)
+        if len(self._reserve_packed) >= _RESERVE_KEYS_KEPT:
+            self._reserve_packed.clear()
+        self._reserve_packed[account_id] = packed
+        return packed
 
     def reserve_arguments(
         self, account_id: str, call_key: str, amount_micros: int
@@ -360,10 +363,17 @@ class LiveState:
         script: LuaScript = self._scripts[name]
         try:
             return await self._runner.run(script, script_keys, args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LiveStateUnavailable(f"redis unavailable during {name}: {exc}") from exc
-        except RedisError as exc:
-            raise LiveScriptError(f"script {name} failed on {script_keys[0]}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise script_failure(exc, name, script_keys[0]) from exc
+
+
+def script_failure(exc: Exception, script: str, key: str | None = None) -> LiveStateError:
+    """A script call's Redis error as this package's: ``LiveStateUnavailable`` when Redis
+    could not be reached in time, else ``LiveScriptError`` (naming the first ``key``)."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return LiveStateUnavailable(f"redis unavailable during {script}: {exc}")
+    where = "" if key is None else f" on {key}"
+    return LiveScriptError(f"script {script} failed{where}: {exc}")
 
 
 def reservation(reply: Sequence[Any]) -> Reservation:

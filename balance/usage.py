@@ -36,15 +36,13 @@ from typing import Any, ClassVar
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from balance import keys
 from balance.batching import script_runner
-from balance.live import InvalidLiveInput, LiveScriptError, LiveStateUnavailable
+from balance.live import InvalidLiveInput, script_failure
 from balance.rated_calls import RatedCallRecord
 from balance.scripts import Arg, LuaScript, ScriptRunner, load_script
 from storage.engine import wrap_driver_errors
@@ -119,10 +117,8 @@ class PlanScripts:
         """Run script ``name``; raise ``LiveStateUnavailable`` / ``LiveScriptError``."""
         try:
             return await self._runner.run(self._scripts[name], script_keys, args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LiveStateUnavailable(f"redis unavailable during {name}: {exc}") from exc
-        except RedisError as exc:
-            raise LiveScriptError(f"script {name} failed on {script_keys[0]}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise script_failure(exc, name, script_keys[0]) from exc
 
     async def aclose(self) -> None:
         """Wait for script calls in flight."""

@@ -20,7 +20,6 @@ account without plans never reaches them: no extra Redis round trip, no SQL.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -60,9 +59,9 @@ _LIVE_REASONS = {
 }
 
 
-@functools.lru_cache(maxsize=65536)
 def _slice_costs(info: DeckInfo, rate: Rate, debit_interval: int) -> tuple[int, int]:
-    """Micro-units of a call's first slice and of its first second (pure, cached)."""
+    """Micro-units of a call's first slice and of its first second (pure; kept per rate
+    by ``AuthorizationService._figures``)."""
     return (
         to_micros(call_cost(info, rate, Decimal(debit_interval))),
         to_micros(call_cost(info, rate, Decimal(1))),

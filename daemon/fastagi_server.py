@@ -102,9 +102,8 @@ class FastAGIServer:
         self._requested_port = port
         self._switch_for_peer = switch_for_peer
         self._default_switch_id = default_switch_id
-        self._authorize_timeout = authorize_timeout
         # one timer per limit for every session (daemon.deadlines), not one per session
-        self._deadlines = Deadlines(authorize_timeout)
+        self._deadlines = Deadlines(authorize_timeout)  # calls' and agents' authorizations
         self._header_deadlines = Deadlines(header_timeout)
         self._command_deadlines = Deadlines(command_timeout)
         self._server: asyncio.Server | None = None
@@ -199,8 +198,7 @@ class FastAGIServer:
             log.warning("fastagi bad agent request", peer=peer_host, error=str(exc))
             return agent_variables(False, Reason.BAD_REQUEST.value)
         try:
-            async with asyncio.timeout(self._authorize_timeout):
-                allowed, reason = await self._agent_authorizer(tenant, agent)
+            allowed, reason = await self._deadlines.run(self._agent_authorizer(tenant, agent))
         except Exception:  # the boundary: any failure answers SERVICE_UNAVAILABLE
             log.error("agent authorizer failed", tenant=tenant, agent=agent, exc_info=True)
             return agent_variables(False, Reason.SERVICE_UNAVAILABLE.value)

@@ -296,7 +296,7 @@ class AuthorizeEndpoint:
             decision, status = AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
-        if fmt == "json":
+        if fmt == "json":  # ``_send`` written out: one coroutine less on the hot path
             body = decision_json_bytes(decision, request.call_id, request.switch_id)
             headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
             await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -5,8 +5,7 @@ holds nothing on the other, a repeat is idempotent, bad input is named."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,21 +14,9 @@ from balance import keys
 from balance.capped_reserve import CappedReserve
 from balance.caps import CapScope, SharedCaps
 from balance.live import AccountLimits, InvalidLiveInput, LiveState
-from tests.support import services
 
-SLICE = 1_000_000
-RUN = f"capres-{uuid.uuid4().hex[:10]}"
-
-
-def new_id() -> str:
-    return f"{RUN}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _delete_keys(redis_url: str) -> Iterator[None]:
-    """Delete this module's keys afterwards (never a flush)."""
-    yield
-    services.delete_keys(redis_url, f"{keys.PREFIX}:{{{RUN}-*", f"{keys.CAPS_TAG}*{RUN}-*")
+# the ids of test_caps_live's run, and its clean-up of their keys (here at this module's end)
+from tests.integration.test_caps_live import SLICE, _delete_keys, new_id  # noqa: F401
 
 
 @pytest.fixture(params=[True, False], ids=["batched", "unbatched"])
@@ -50,6 +37,11 @@ async def _account(live: LiveState, slices: int, **extra: object) -> str:
     limits = AccountLimits(account, "active", slices * SLICE, 0, None, **extra)  # type: ignore[arg-type]
     await live.load_account(limits)
     return account
+
+
+def _trunks(*limits: int) -> tuple[CapScope, ...]:
+    """Trunks of a route list, in route order, with these concurrency limits."""
+    return tuple(CapScope(f"trunk:{new_id()}", concurrency_limit=limit) for limit in limits)
 
 
 async def _cps_admissions(redis_client: aioredis.Redis, scope: str) -> int:
@@ -106,12 +98,7 @@ async def test_given_capped_trunks_when_calls_overflow_then_they_fill_in_route_o
     parts: tuple[LiveState, SharedCaps, CappedReserve],
 ) -> None:
     live, _, capped = parts
-    run = new_id()
-    account = await _account(live, 100)
-    trunks = (
-        CapScope(f"trunk:{new_id()}", concurrency_limit=2),
-        CapScope(f"trunk:{new_id()}", concurrency_limit=3),
-    )
+    run, account, trunks = new_id(), await _account(live, 100), _trunks(2, 3)
 
     results = await asyncio.gather(
         *(capped.reserve(account, f"{run}-t{i}", SLICE, (), trunks) for i in range(10))
@@ -127,12 +114,7 @@ async def test_given_an_admitted_call_when_repeated_then_the_same_trunk_and_one_
     parts: tuple[LiveState, SharedCaps, CappedReserve],
 ) -> None:
     live, caps, capped = parts
-    run = new_id()
-    account = await _account(live, 100)
-    trunks = (
-        CapScope(f"trunk:{new_id()}", concurrency_limit=0),
-        CapScope(f"trunk:{new_id()}", concurrency_limit=5),
-    )
+    run, account, trunks = new_id(), await _account(live, 100), _trunks(0, 5)
     call = f"{run}-repeat"
 
     first = await capped.reserve(account, call, SLICE, (), trunks)
