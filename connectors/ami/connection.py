@@ -113,6 +113,10 @@ class AMIConnection:
             raise AMIConnectionLost(f"action {name}: connection lost: {exc!r}") from exc
         finally:
             self._pending.pop(action_id, None)
+            # A write that failed after the read loop had already failed the future: the
+            # loss is reported once (above), so the future's copy is marked as seen.
+            if future.done() and not future.cancelled():
+                future.exception()
 
     def abort(self, reason: str) -> None:
         """Drop the connection now (the read loop ends and reports ``reason``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from connectors.ami.client import AMIClient, AMISettings, ClientItem
+from connectors.ami.connection import AMIConnection
 from connectors.ami.errors import (
     AMIActionError,
     AMIAuthenticationError,
@@ -213,3 +215,38 @@ async def test_given_silent_switch_when_ping_times_out_then_client_reconnects() 
     disconnects = inbox.of(SwitchDisconnected)
     assert disconnects[0].reason == "ping timeout"  # type: ignore[union-attr]
     assert any(e["event"] == "ami.ping_timeout" for e in logs)
+
+
+async def test_given_write_blocked_when_connection_reset_then_loss_reported_once() -> None:
+    """The read loop fails the pending action's future, then the blocked write fails too:
+    the caller gets one AMIConnectionLost and no orphan future error reaches the loop."""
+    loop = asyncio.get_running_loop()
+    orphans: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: orphans.append(str(ctx.get("message"))))
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent_switch(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        accepted.append(writer)  # never reads: the client's write blocks
+
+    server = await asyncio.start_server(silent_switch, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await AMIConnection.open("127.0.0.1", port, 5, lambda _msg: None)
+        request = asyncio.create_task(conn.request("Big", "a-1", {"Data": "x" * 64_000_000}))
+        async with asyncio.timeout(10):
+            while not accepted or conn._writer.transport.get_write_buffer_size() == 0:  # noqa: ASYNC110 - polls the transport
+                await asyncio.sleep(0.01)
+        accepted[0].transport.abort()  # unread data: the kernel answers with a reset
+        with pytest.raises(AMIConnectionLost):
+            await request
+        await conn.close()
+        del request, conn
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+        server.close()
+        await server.wait_closed()
+    assert orphans == []

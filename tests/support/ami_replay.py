@@ -4,7 +4,8 @@ Connection *n* gets ``streams[n]`` (an empty stream once they are used up): the 
 line, then it waits for the client's Login, answers it with the recorded Login response
 but the client's ActionID (or ``Authentication failed`` on wrong credentials), then sends
 the rest of the recording, whole messages or in random-sized / 1-byte chunks, then closes
-(every stream but the last) or stays open. Other actions are answered by ``responder``
+(every stream but the last; gracefully, see :func:`tests.support.linger.linger`) or
+stays open. Other actions are answered by ``responder``
 (default: ``Success``; return ``None`` to stay silent), between recorded messages.
 """
 
@@ -15,6 +16,8 @@ import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from tests.support.linger import linger
 
 Action = dict[str, str]
 Responder = Callable[[Action], bytes | None]
@@ -150,9 +153,13 @@ class AMIReplayServer:
             await writer.drain()
             if last and self.keep_open:
                 await listener
+            else:
+                await linger(writer, listener)
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            with contextlib.suppress(
+                asyncio.CancelledError, asyncio.IncompleteReadError, ConnectionError
+            ):
                 await listener
 
     async def _send(self, writer: asyncio.StreamWriter, message: bytes, rng: random.Random) -> None:

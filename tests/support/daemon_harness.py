@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from balance.accounts import Account, AccountStore
+from balance.keys import account_pattern
 from balance.ledger import Ledger
 from daemon.app import Daemon, open_resources
 from daemon.demo import local_asterisk
@@ -70,13 +71,20 @@ def make_settings(
 async def provision(
     settings: Settings, balances: dict[str, Decimal], **account_args: object
 ) -> None:
-    """Create the accounts with their top-ups and the retail deck."""
+    """Create the accounts with their top-ups and the retail deck.
+
+    An account new to the test's (fresh) database starts with no live state either: the
+    recorded streams name fixed accounts (``tenant-a`` ...) on the one shared Redis, and
+    what an earlier test left there (a call it never ended) must not carry over.
+    """
     res = await open_resources(settings)
     try:
         await DeckStore(res.engine).replace(DECK, list(RATES))
         store, ledger = AccountStore(res.engine), Ledger(res.engine)
         for account_id, balance in balances.items():
             if await store.get(account_id) is None:
+                async for key in res.redis.scan_iter(match=account_pattern(account_id)):
+                    await res.redis.delete(key)
                 await store.create(
                     Account(id=account_id, rate_deck=DECK.name, **account_args)  # type: ignore[arg-type]
                 )

@@ -2,11 +2,12 @@
 
 Connection *n* gets ``streams[n]`` (nothing once they are used up), written whole, in
 random-sized chunks or one byte at a time, then the server closes it (like the switch
-after ``exit``) unless ``keep_open``. With ``password`` set it plays the handshake
-first: it sends the recorded ``auth/request`` frame, waits for ``auth <password>``
-(answering ``-ERR invalid`` and closing on anything else), then sends the rest of the
-recording, whose next frame is the recorded ``+OK accepted``. Every command the client
-sends is kept in ``received``; the recording already holds the switch's replies.
+after ``exit``; gracefully, see :func:`tests.support.linger.linger`) unless
+``keep_open``. With ``password`` set it plays the handshake first: it sends the recorded
+``auth/request`` frame, waits for ``auth <password>`` (answering ``-ERR invalid`` and
+closing on anything else), then sends the rest of the recording, whose next frame is the
+recorded ``+OK accepted``. Every command the client sends is kept in ``received``; the
+recording already holds the switch's replies.
 
 :func:`read_events` is the client side used by tests and benches: it reads a connection
 to EOF with asyncio streams and feeds ``ESLParser -> decode_event -> ESLTranslator``.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from connectors.esl.parser import ESLParseError, ESLParser, decode_event
 from connectors.esl.translator import ESLTranslator
 from connectors.events import Event
+from tests.support.linger import linger
 
 AUTH_REQUEST = b"Content-Type: auth/request\n\n"
 AUTH_DENIED = b"Content-Type: command/reply\nReply-Text: -ERR invalid\n\n"
@@ -84,6 +86,8 @@ class ESLReplayServer:
             await self._send(writer, data, random.Random(self.seed + index))
             if self.keep_open:
                 await listener
+            else:
+                await linger(writer, listener)
         except (ConnectionError, asyncio.IncompleteReadError):
             writer.transport.abort()
         finally:
