@@ -17,8 +17,10 @@ redis://127.0.0.1:6379/0) and a temporary SQLite state dir:
                    omission)
   (e) http floor   the daemon's own HTTP listener (``serve_authorize_http``: uvicorn,
                    httptools, the same protocol class and settings) in the same process,
-                   serving an ASGI app that answers a constant: what the HTTP stack alone
-                   costs, i.e. the ceiling of (b)
+                   whose fast path answers a constant: what the HTTP stack alone costs
+                   a switch's plain GET, i.e. the ceiling of (b)
+  (f) asgi floor   the same listener serving an ASGI app that answers a constant: what
+                   every request the fast path does not take costs at least
 
 The load generator (and the baseline loop) runs in a separate process, so the daemon
 process only serves: on a 2-core machine what is measured is "the daemon on one core"
@@ -74,6 +76,7 @@ from balance.ledger import Ledger
 from balance.scripts import load_script
 from daemon import event_loop
 from daemon.app import Daemon, open_resources
+from daemon.authorization import AuthorizationRequest
 from daemon.demo import DEMO_DECK, DEMO_RATES
 from daemon.gc_tuning import freeze_startup_heap
 from daemon.http_authorize import serve_authorize_http
@@ -332,6 +335,28 @@ async def _constant_answer(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b'{"allowed":true}'})
 
 
+class _ConstantFastPath:
+    """The fast path's endpoint answering a constant (``FastAuthorize``): what the
+    listener and its fast path alone cost per request."""
+
+    request = AuthorizationRequest(
+        switch_id=SWITCH_ID, call_id="c", account="a", caller=CALLER, callee=CALLEE
+    )
+
+    def plain_get(self, query: bytes, accept: bytes) -> AuthorizationRequest | None:
+        return self.request
+
+    async def answer_json(self, request: AuthorizationRequest) -> tuple[int, bytes]:
+        return 200, b'{"allowed":true}'
+
+
+async def _constant_fast_app(scope: Any, receive: Any, send: Any) -> None:
+    await _constant_answer(scope, receive, send)
+
+
+_constant_fast_app.authorize_endpoint = _ConstantFastPath()  # type: ignore[attr-defined]
+
+
 def first_slice_micros() -> int:
     """What the daemon reserves for CALLEE: one debit interval of the matching rate."""
     rate = max((r for r in DEMO_RATES if CALLEE.startswith(r.prefix)), key=lambda r: len(r.prefix))
@@ -388,8 +413,10 @@ async def main(args: argparse.Namespace) -> None:
         provisioned = time.perf_counter() - began
         daemon = Daemon(settings)
         await daemon.start()
-        floor = serve_authorize_http(cast(Starlette, _constant_answer), "127.0.0.1", 0)
+        floor = serve_authorize_http(cast(Starlette, _constant_fast_app), "127.0.0.1", 0)
         await floor.start()
+        asgi_floor = serve_authorize_http(cast(Starlette, _constant_answer), "127.0.0.1", 0)
+        await asgi_floor.start()
         freeze_startup_heap()  # as ``ratekeeper run`` does once started
 
         async def phase(kind: str, target: Any, size: float) -> Run:
@@ -402,16 +429,18 @@ async def main(args: argparse.Namespace) -> None:
 
         try:
             amount = first_slice_micros()
-            runs: dict[str, list[Run]] = {"a": [], "b": [], "c": [], "e": []}
+            runs: dict[str, list[Run]] = {"a": [], "b": [], "c": [], "e": [], "f": []}
             await phase("baseline", (url, amount), warmup)
             await phase("http", daemon.http_port, warmup)
             await phase("fastagi", daemon.fastagi_port, warmup)
             await phase("http", floor.port, warmup)
+            await phase("http", asgi_floor.port, warmup)
             for _ in range(rounds):  # interleaved, so drift of a noisy machine hits all
                 runs["a"].append(await phase("baseline", (url, amount), total))
                 runs["b"].append(await phase("http", daemon.http_port, total))
                 runs["c"].append(await phase("fastagi", daemon.fastagi_port, agi_total))
                 runs["e"].append(await phase("http", floor.port, total))
+                runs["f"].append(await phase("http", asgi_floor.port, total))
             opened = await phase("http-open", daemon.http_port, open_seconds)
             if args.profile:
                 for kind, port, size in (
@@ -425,6 +454,7 @@ async def main(args: argparse.Namespace) -> None:
                     reports.append(_profiled_top(profile, kind))
         finally:
             await floor.stop()
+            await asgi_floor.stop()
             await daemon.stop()
             await _delete_keys(url, accounts)
 
@@ -438,12 +468,13 @@ async def main(args: argparse.Namespace) -> None:
         f"{'mode':<30}{'requests':>9}{'auth/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}"
         f"{'cpu us':>8}{'cpu vs (a)':>11}"
     )
-    base, http, agi, floor_run = (_median(runs[mode]) for mode in "abce")
+    base, http, agi, floor_run, asgi_run = (_median(runs[mode]) for mode in "abcef")
     rows = [
         ("(a) bare EVALSHA loop", base),
         ("(b) daemon HTTP keep-alive", http),
         ("(c) daemon FastAGI per-conn", agi),
         ("(e) HTTP floor: no work", floor_run),
+        ("(f) HTTP floor over ASGI", asgi_run),
     ]
     for name, run in rows:
         p50, p99 = _quantiles(run)
@@ -458,13 +489,15 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         "cpu us: CPU time per request of the process under test (the bare loop's for (a), "
-        "the daemon's for (b)-(e)); 'cpu vs (a)' is the one-core ratio, steadier than "
+        "the daemon's for (b)-(f)); 'cpu vs (a)' is the one-core ratio, steadier than "
         "throughput on a shared machine; (e) is the daemon's own HTTP listener (uvicorn, "
-        "httptools, the same protocol class) answering a constant: the ceiling of (b)"
+        "httptools, the same protocol class) answering a constant on its fast path: the "
+        "ceiling of (b); (f) the same listener answering a constant over ASGI (the way of "
+        "every request the fast path does not take)"
     )
     every = [
         (name, run)
-        for name, mode in zip(("(a)", "(b)", "(c)", "(e)"), "abce", strict=True)
+        for name, mode in zip(("(a)", "(b)", "(c)", "(e)", "(f)"), "abcef", strict=True)
         for run in runs[mode]
     ]
     for name, run in [*every, ("(d)", opened)]:

@@ -9,12 +9,13 @@ lines; ``format=hash`` gives one ``key=value&...`` query string (values URL-enco
 Asterisk ``CURLOPT(hashcompat)=yes`` + ``HASH()``. Money (``buy_rate``, ``rate``) is a
 decimal string, never a float.
 
-The hot path: ``GET|POST /v1/authorize`` is served by a raw ASGI handler
-(``AuthorizeEndpoint``) that the app calls before Starlette's routing, building the
-answer bytes itself; Starlette serves every other route (``/health``, routes added with
-``extra_routes``) and the other methods of ``/v1/authorize`` (405). The server is
-uvicorn with the httptools parser (h11, pure Python, cost more than a third of a request),
-and each answer leaves in one ``send`` (``_CoalescingTransport``).
+The hot path: a switch's plain ``GET /v1/authorize`` is answered by the HTTP protocol
+itself, without ASGI (``http_authorize_protocol``); every other ``GET|POST
+/v1/authorize`` by a raw ASGI handler (``AuthorizeEndpoint``, which decides both) that
+the app calls before Starlette's routing; Starlette serves every other route
+(``/health``, routes added with ``extra_routes``) and the other methods of
+``/v1/authorize`` (405). The server is uvicorn with the httptools parser (h11, pure
+Python, cost more than a third of a request), and each answer leaves in one ``send``.
 
 Errors::
 
@@ -28,7 +29,6 @@ the authorizer itself (a draining daemon), so a switch always fails closed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -43,7 +43,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from daemon.authorization import (
     AuthorizationDecision,
@@ -53,6 +52,7 @@ from daemon.authorization import (
 )
 from daemon.deadlines import Deadlines
 from daemon.embedded_server import EmbeddedServer
+from daemon.http_authorize_protocol import AuthorizeHTTPProtocol
 
 log = structlog.get_logger(__name__)
 
@@ -282,20 +282,7 @@ class AuthorizeEndpoint:
             return
         except _Disconnected:
             return
-        tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
-        try:
-            decision = await self._deadlines.run(self._authorizer.authorize(request))
-            status = 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
-        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
-            log.error(
-                "authorizer failed",
-                call_id=request.call_id,
-                account=request.account,
-                exc_info=True,
-            )
-            decision, status = AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
-        finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+        decision, status = await self._decide(request)
         if fmt == "json":  # ``_send`` written out: one coroutine less on the hot path
             body = decision_json_bytes(decision, request.call_id, request.switch_id)
             headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
@@ -303,6 +290,41 @@ class AuthorizeEndpoint:
             await send({"type": "http.response.body", "body": body})
         else:
             await _send(send, status, _TEXT_TYPE, render_pairs(decision_pairs(decision), fmt))
+
+    def plain_get(self, query: bytes, accept: bytes) -> AuthorizationRequest | None:
+        """The request of a ``GET`` whose query needs no decoding and whose answer is
+        JSON (what a switch sends); None for any other, which ``__call__`` answers (its
+        refusals included). The HTTP protocol's fast path (``http_authorize_protocol``)."""
+        if b"#" in query or b"text/plain" in accept:
+            return None
+        params = _plain_query(query)
+        if params is None or "format" in params:
+            return None
+        try:
+            return _to_request(params, self._default_switch_id)
+        except BadAuthorizeRequest:
+            return None
+
+    async def answer_json(self, request: AuthorizationRequest) -> tuple[int, bytes]:
+        """The status and JSON body of the answer to ``request``."""
+        decision, status = await self._decide(request)
+        return status, decision_json_bytes(decision, request.call_id, request.switch_id)
+
+    async def _decide(self, request: AuthorizationRequest) -> tuple[AuthorizationDecision, int]:
+        tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
+        try:
+            decision = await self._deadlines.run(self._authorizer.authorize(request))
+            return decision, 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
+        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
+            log.error(
+                "authorizer failed",
+                call_id=request.call_id,
+                account=request.account,
+                exc_info=True,
+            )
+            return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _refuse(self, send: Send, exc: BadAuthorizeRequest, fmt: str) -> None:
         log.warning("http authorize bad request", field=exc.field, error=exc.message)
@@ -372,57 +394,6 @@ def build_authorize_app(
     return AuthorizeApp(endpoint, routes)
 
 
-class _CoalescingTransport:
-    """A transport whose writes of one event-loop tick leave in ONE ``send``.
-
-    uvicorn writes a response's head and its body separately: two system calls, two TCP
-    segments (``TCP_NODELAY``) and two wake-ups of the client, per answer. Writes are
-    queued and flushed together on the next tick (or before ``close``); everything else
-    is the wrapped transport's.
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._loop = asyncio.get_running_loop()
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data``; the first write of a tick schedules the flush."""
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        if not self._transport.is_closing():
-            self._transport.write(data)
-
-    def close(self) -> None:
-        """Send what is queued, then close."""
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        """Drop what is queued and close at once."""
-        self._pending.clear()
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class _AuthorizeHTTPProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering through a ``_CoalescingTransport``."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Wrap the transport before uvicorn keeps it."""
-        coalescing: Any = _CoalescingTransport(transport)
-        super().connection_made(coalescing)
-
-
 class AuthorizeHTTPServer(EmbeddedServer):
     """The switch-facing uvicorn server (``daemon.embedded_server``)."""
 
@@ -438,7 +409,7 @@ def serve_authorize_http(
         app,
         host=host,
         port=port,
-        http=_AuthorizeHTTPProtocol,
+        http=AuthorizeHTTPProtocol,
         ws="none",
         lifespan="off",
         log_config=None,

@@ -1,0 +1,198 @@
+"""The HTTP protocol's fast path for a switch's plain ``GET /v1/authorize`` (real uvicorn,
+raw TCP): taken only for such requests, the same answers as the ASGI way, and what
+uvicorn does for a connection kept (pipelining in order, ``Connection: close``, a client
+that goes away, a GET with a body)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from starlette.types import Receive, Scope, Send
+from structlog.testing import capture_logs
+
+from daemon.http_authorize import AuthorizeApp, AuthorizeHTTPServer, build_authorize_app
+from daemon.http_authorize import serve_authorize_http as serve
+from tests.support.fake_authorizer import FakeAuthorizer
+
+GUARD = 10.0  # hang guard only
+PLAIN = "/v1/authorize?account=tenant-a&caller=1000&callee=15551230007&call_id=c-1"
+ESCAPED = "/v1/authorize?account=tenant%2Da&caller=1000&callee=15551230007&call_id=c-1"
+
+
+class CountingApp(AuthorizeApp):
+    """The daemon's app, counting the requests that reach it over ASGI."""
+
+    asgi_requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.asgi_requests += 1
+        await super().__call__(scope, receive, send)
+
+
+@pytest.fixture
+def fake() -> FakeAuthorizer:
+    return FakeAuthorizer()
+
+
+@pytest.fixture
+def app(fake: FakeAuthorizer) -> CountingApp:
+    built = build_authorize_app(fake, default_switch_id="pbx-test")
+    return CountingApp(built.authorize_endpoint, built.routes)
+
+
+@pytest.fixture
+async def server(app: CountingApp) -> AsyncIterator[AuthorizeHTTPServer]:
+    http_server = serve(app, "127.0.0.1", 0)
+    await http_server.start()
+    try:
+        yield http_server
+    finally:
+        await http_server.stop()
+
+
+def get(path: str, *headers: str, version: str = "1.1") -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/{version}", "Host: x", *headers, "", ""]).encode()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Status line, headers (lower-case names) and body of one answer."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+    status, *lines = head[:-4].split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), GUARD)
+    return status, headers, body
+
+
+async def exchange(port: int, *requests: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Send ``requests`` in one write (pipelined) and read one answer for each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(requests))
+        return [await read_answer(reader) for _ in requests]
+    finally:
+        writer.close()
+
+
+async def test_given_plain_get_when_authorizing_then_answered_without_asgi_as_asgi_would(
+    server: AuthorizeHTTPServer, app: CountingApp, fake: FakeAuthorizer
+) -> None:
+    [(fast_status, fast_headers, fast_body)] = await exchange(server.port, get(PLAIN))
+    assert app.asgi_requests == 0
+    [(slow_status, slow_headers, slow_body)] = await exchange(server.port, get(ESCAPED))
+    assert app.asgi_requests == 1
+
+    assert fast_status == slow_status == b"HTTP/1.1 200 OK"
+    assert fast_body == slow_body and b'"allowed":true' in fast_body
+    assert (
+        fast_headers.keys()
+        == slow_headers.keys()
+        == {
+            b"date",
+            b"content-type",
+            b"content-length",
+        }
+    )
+    assert fast_headers[b"content-type"] == slow_headers[b"content-type"]
+    assert fake.requests[0] == fake.requests[1]
+
+
+async def test_given_requests_the_fast_path_does_not_take_when_sent_then_asgi_answers(
+    server: AuthorizeHTTPServer, app: CountingApp
+) -> None:
+    answers = await exchange(
+        server.port,
+        get(PLAIN + "&format=text"),
+        get(PLAIN, "Accept: text/plain"),
+        get(PLAIN.replace("c-1", "c-1#frag")),
+        get("/v1/authorize?account=tenant-a&call_id=c-1"),  # no callee: refused, named
+        get("/health"),
+    )
+    closing = await exchange(server.port, get(PLAIN, version="1.0"))
+
+    assert app.asgi_requests == 6
+    assert [status for status, _h, _b in answers] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 400 Bad Request",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert answers[0][2].startswith(b"result=ALLOW\n") and answers[1][2] == answers[0][2]
+    assert b'"field":"callee"' in answers[3][2]
+    assert b'"allowed":true' in closing[0][2]
+
+
+async def test_given_fast_and_asgi_requests_pipelined_when_sent_then_answered_in_order(
+    server: AuthorizeHTTPServer, app: CountingApp, fake: FakeAuthorizer
+) -> None:
+    gate = fake.block("slow")  # the first answer waits: the rest queue behind it
+    order = ["slow", "tenant-a", "text", "tenant-b", "health"]
+    requests = [
+        get(PLAIN.replace("tenant-a", "slow")),
+        get(PLAIN),
+        get(PLAIN.replace("tenant-a", "text") + "&format=text"),
+        get(PLAIN.replace("tenant-a", "tenant-b")),
+        get("/health"),
+    ]
+    answering = asyncio.create_task(exchange(server.port, *requests))
+    await asyncio.wait_for(fake.entered.wait(), GUARD)
+    gate.set()
+    answers = await answering
+
+    assert [r.account for r in fake.requests] == order[:4]
+    assert [b"text" if body.startswith(b"result=") else body[:12] for _s, _h, body in answers] == [
+        b'{"allowed":t',
+        b'{"allowed":t',
+        b"text",
+        b'{"allowed":t',
+        b'{"status":"o',
+    ]
+    assert [b'"account"' not in body for _s, _h, body in answers] == [True] * 5
+    assert app.asgi_requests == 2
+
+
+async def test_given_connection_close_when_fast_answer_then_said_and_connection_closed(
+    server: AuthorizeHTTPServer, app: CountingApp
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(get(PLAIN, "Connection: close"))
+    status, headers, body = await read_answer(reader)
+    rest = await asyncio.wait_for(reader.read(), GUARD)
+    writer.close()
+
+    assert (status, headers[b"connection"], rest) == (b"HTTP/1.1 200 OK", b"close", b"")
+    assert b'"allowed":true' in body and app.asgi_requests == 0
+
+
+async def test_given_get_with_a_body_when_fast_answer_then_next_request_still_read(
+    server: AuthorizeHTTPServer, app: CountingApp
+) -> None:
+    with_body = get(PLAIN, "Content-Length: 5") + b"hello"
+    answers = await exchange(server.port, with_body, get(PLAIN.replace("c-1", "c-2")))
+
+    assert [status for status, _h, _b in answers] == [b"HTTP/1.1 200 OK"] * 2
+    assert b'"call_id":"c-2"' in answers[1][2] and app.asgi_requests == 0
+
+
+async def test_given_client_gone_while_authorizing_when_answer_ready_then_server_goes_on(
+    server: AuthorizeHTTPServer, fake: FakeAuthorizer
+) -> None:
+    gate = fake.block("tenant-a")
+    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(get(PLAIN))
+    await asyncio.wait_for(fake.entered.wait(), GUARD)
+    writer.transport.abort()
+    with capture_logs() as logs:
+        await asyncio.sleep(0.05)  # uvicorn sees the connection lost
+        gate.set()
+        [(status, _h, body)] = await exchange(server.port, get(PLAIN.replace("c-1", "c-2")))
+
+    assert status == b"HTTP/1.1 200 OK" and b'"call_id":"c-2"' in body
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+    assert [r.call_id for r in fake.requests] == ["c-1", "c-2"]
