@@ -22,13 +22,25 @@ MULTI/EXEC: each script is atomic on its own. Every caller gets its own reply:
 A batch holds at most ``max_batch`` calls; a full batch is sent at once. At most
 ``max_in_flight`` batches run concurrently (each on its own pooled connection, so the
 pool never needs more); while that many are in flight, new calls wait and the next batch
-leaves as soon as one finishes, so batches grow with load. Every batch task is kept in a
-set until done; ``aclose`` waits for them. The default is two: one batch in Redis while
-the next one fills. More batches in flight make them smaller, not faster: measured on
-the whole daemon on uvloop (2026-11-26, alternating the limit in one process), 1 / 2 / 8
-in flight cost 69 / 74 / 75 us of CPU per HTTP authorization and 184 / 200 / 250 us per
-FastAGI one (whose requests arrive one connection at a time), for 12.3k / 13.0k / 13.4k
-HTTP answers/s.
+leaves as soon as one finishes. Every batch task is kept in a set until done; ``aclose``
+waits for them. The default is two in flight: one batch in Redis while the next one
+fills. More batches in flight make them smaller, not faster: measured on the whole daemon
+on uvloop (2026-11-26, alternating the limit in one process), 1 / 2 / 8 in flight cost
+69 / 74 / 75 us of CPU per HTTP authorization and 184 / 200 / 250 us per FastAGI one
+(whose requests arrive one connection at a time), for 12.3k / 13.0k / 13.4k HTTP
+answers/s; three in flight cost FastAGI 7-11% of its rate (measured again, session 6).
+
+Small batches (``max_batch`` 8) keep Redis and the daemon busy at once. With batches
+as large as the load (up to 256), the calls of a busy daemon move in waves: both
+batches sit in Redis while the daemon, its replies written, has nothing to do, then
+every reply arrives at once while Redis idles; the daemon worked ~75% of the time with
+50 or 200 requests always waiting. Capped at 8, a batch leaves each time one returns, so
+Redis works on one while the daemon answers the other's calls. Measured on the whole
+daemon (``ratekeeper run``, uvloop), alternating the cap in one process, 4-5 rounds:
+HTTP authorizations/s 1.30x (50 keep-alive clients) and 1.36x (200 clients) those of
+256, at less CPU per request (67 against 76 us, 71 against 86 us); FastAGI 0.98x (noise:
+its requests never arrive in waves); ``LiveState.reserve`` alone, with nothing else to
+do, does best with large batches (it pays a round trip per 8 calls).
 
 Connections: a connection whose batch was read to the end is kept by the runner for the
 next batch instead of going back to the pool: the pool's checkout (a lock, a connect
@@ -62,7 +74,7 @@ except ImportError:  # pragma: no cover - another redis-py layout: read_response
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_BATCH = 8  # small batches keep Redis and the daemon busy at once (module doc)
 DEFAULT_MAX_IN_FLIGHT = 2  # one batch in Redis while the next fills (module doc)
 _NO_REPLY: Any = object()  # a call whose reply never came (the connection was lost)
 

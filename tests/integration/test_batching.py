@@ -59,6 +59,38 @@ async def runner(redis_client: aioredis.Redis) -> AsyncIterator[BatchingRunner]:
         await batching.aclose()
 
 
+class RecordingRunner(BatchingRunner):
+    """A BatchingRunner that records how many commands each round trip carried."""
+
+    def __init__(self, client: aioredis.Redis, **limits: int) -> None:
+        super().__init__(client, **limits)
+        self.sizes: list[int] = []
+
+    async def _round_trip(self, commands: list[bytes], replies: list[Any]) -> None:
+        self.sizes.append(len(commands))
+        await super()._round_trip(commands, replies)
+
+
+async def test_given_more_calls_than_a_batch_holds_when_queued_then_sent_in_capped_batches(
+    redis_client: aioredis.Redis,
+) -> None:
+    runner = RecordingRunner(redis_client)  # the defaults: batches of 8, 2 in flight
+    live = LiveState(redis_client, runner=runner)
+    account = new_account()
+    try:
+        await live.load_account(AccountLimits(account, "active", 100 * SLICE, 0, None))
+        assert (await live.reserve(account, "call-loaded", SLICE)).ok  # the script is known
+        runner.sizes.clear()
+        reservations = await asyncio.gather(
+            *(live.reserve(account, f"call-{i}", SLICE) for i in range(20))
+        )
+    finally:
+        await live.aclose()
+
+    assert all(r.ok for r in reservations)
+    assert runner.sizes == [8, 8, 4]  # two full batches at once, the rest when one is back
+
+
 async def test_given_a_new_script_in_a_batch_when_noscript_then_only_its_calls_are_resent(
     runner: BatchingRunner, redis_client: aioredis.Redis
 ) -> None:
@@ -90,7 +122,7 @@ async def test_given_script_flush_when_a_batch_runs_then_scripts_reload_and_all_
     # SCRIPT FLUSH hits every client of a server: a private one, not the shared test Redis
     server = EmbeddedRedis(tmp_path / "redis.db")
     client = aioredis.Redis.from_url(server.url)
-    live = LiveState(client)
+    live = LiveState(client, runner=BatchingRunner(client, max_batch=16))  # all in one batch
     try:
         account = new_account()
         await live.load_account(AccountLimits(account, "active", 5 * SLICE, 0, None))
@@ -238,7 +270,7 @@ async def test_given_a_batch_in_flight_when_its_connection_is_killed_then_every_
 ) -> None:
     name = f"rk-batching-{uuid.uuid4().hex[:8]}"
     client = aioredis.Redis.from_url(redis_url, client_name=name)
-    live = LiveState(client, runner=BatchingRunner(client, max_in_flight=1))
+    live = LiveState(client, runner=BatchingRunner(client, max_in_flight=1, max_batch=16))
     account = new_account()
     try:
         await live.load_account(AccountLimits(account, "active", 100 * SLICE, 0, None))
