@@ -33,14 +33,16 @@ answers/s; three in flight cost FastAGI 7-11% of its rate (measured again, sessi
 Small batches (``max_batch`` 8) keep Redis and the daemon busy at once. With batches
 as large as the load (up to 256), the calls of a busy daemon move in waves: both
 batches sit in Redis while the daemon, its replies written, has nothing to do, then
-every reply arrives at once while Redis idles; the daemon worked ~75% of the time with
+every reply arrives at once while Redis idles; the daemon worked 73-78% of the time with
 50 or 200 requests always waiting. Capped at 8, a batch leaves each time one returns, so
-Redis works on one while the daemon answers the other's calls. Measured on the whole
-daemon (``ratekeeper run``, uvloop), alternating the cap in one process, 4-5 rounds:
-HTTP authorizations/s 1.30x (50 keep-alive clients) and 1.36x (200 clients) those of
-256, at less CPU per request (67 against 76 us, 71 against 86 us); FastAGI 0.98x (noise:
-its requests never arrive in waves); ``LiveState.reserve`` alone, with nothing else to
-do, does best with large batches (it pays a round trip per 8 calls).
+Redis works on one while the daemon answers the other's calls: the daemon works 86-97%
+of the time. Measured on the whole daemon (``ratekeeper run``, uvloop), alternating the
+cap in one process, 4-5 rounds each, four runs: HTTP authorizations/s 1.03, 1.12 and
+1.30x those with 256 (50 keep-alive clients) and 1.36x (200 clients), CPU per request
+-17 to +6%; FastAGI 0.98x (its requests never arrive in waves); the caps bench's
+caps-on / caps-off ratio 0.73-0.76 against 0.65 (two quick runs each).
+``LiveState.reserve`` alone, with nothing else to do, does best with large batches (it
+pays a round trip per 8 calls).
 
 Connections: a connection whose batch was read to the end is kept by the runner for the
 next batch instead of going back to the pool: the pool's checkout (a lock, a connect
