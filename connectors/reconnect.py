@@ -6,7 +6,9 @@ task; a handler that raises is reported through ``on_failure`` and the stream go
 Events of a new connection are held (:meth:`EventStream.hold`) until its
 ``SwitchConnected`` is announced, so that it always comes first (resync relies on it).
 :class:`Backoff` gives the jittered exponential delays between connection attempts;
-:func:`serve_until` waits until a connection is lost or the client closes.
+:func:`serve_until` waits until a connection is lost or the client closes;
+:func:`mark_retrieved` keeps a pending request's future, failed by a lost connection
+after its caller went away (or reported the loss itself), from being logged as unseen.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class EventStream(Generic[T]):
                 await self._handler(item)
             except Exception:
                 self._on_failure(item)
+
+
+def mark_retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved (a done callback: its waiter may be gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Backoff:

@@ -293,12 +293,14 @@ class AuthorizeEndpoint:
         """The request of a ``GET`` whose query needs no decoding and whose answer is
         JSON (what a switch sends); None for any other, which ``__call__`` answers (its
         refusals included). The HTTP protocol's fast path (``http_authorize_protocol``)."""
-        if b"#" in query or b"text/plain" in accept:
+        if b"#" in query:
             return None
         params = _plain_query(query)
-        if params is None or "format" in params:
+        if params is None:
             return None
         try:
+            if _wanted_format(accept.decode("latin-1"), params) != "json":
+                return None
             return _to_request(params, self._default_switch_id)
         except BadAuthorizeRequest:
             return None

@@ -18,6 +18,7 @@ import structlog
 
 from connectors.ami.errors import AMIConnectionLost, AMIProtocolError
 from connectors.ami.parser import BANNER_PREFIX, AMIMessage, AMIParseError, AMIParser
+from connectors.reconnect import mark_retrieved
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +105,7 @@ class AMIConnection:
         data = encode_action(name, action_id, fields)
         future: asyncio.Future[tuple[AMIMessage, list[AMIMessage]]]
         future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(mark_retrieved)  # a failed write reports the loss itself
         self._pending[action_id] = _Pending(future, is_list)
         try:
             self._writer.write(data)
@@ -113,10 +115,6 @@ class AMIConnection:
             raise AMIConnectionLost(f"action {name}: connection lost: {exc!r}") from exc
         finally:
             self._pending.pop(action_id, None)
-            # A write that failed after the read loop had already failed the future: the
-            # loss is reported once (above), so the future's copy is marked as seen.
-            if future.done() and not future.cancelled():
-                future.exception()
 
     def abort(self, reason: str) -> None:
         """Drop the connection now (the read loop ends and reports ``reason``)."""

@@ -26,7 +26,6 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -44,6 +43,7 @@ from connectors.esl.parser import (
     decode_event,
     encode_command,
 )
+from connectors.reconnect import mark_retrieved
 
 log = structlog.get_logger(__name__)
 
@@ -71,12 +71,6 @@ def job_uuid_of(frame: ESLFrame) -> str:
     return match.group(1) if match else ""
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as retrieved (its waiter may have gone away)."""
-    if not future.cancelled():
-        future.exception()
-
-
 class ESLConnection:
     """A connected, greeted ESL socket with its read loop (internal to the client)."""
 
@@ -98,7 +92,7 @@ class ESLConnection:
         loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[str] = loop.create_future()
         self._greeted: asyncio.Future[None] = loop.create_future()
-        self._greeted.add_done_callback(_consume)
+        self._greeted.add_done_callback(mark_retrieved)
 
     @classmethod
     async def open(
@@ -140,7 +134,7 @@ class ESLConnection:
         if not self.is_open:
             raise ESLConnectionLost(f"{_verb(command)}: not connected")
         future: asyncio.Future[ESLFrame] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
+        future.add_done_callback(mark_retrieved)
         self._pending.append(_Pending(future, job))  # appended and written with no await
         try:
             self._writer.write(data)  # between: FIFO order is wire order
@@ -250,7 +244,7 @@ class ESLConnection:
             job = job_uuid_of(frame)
             if job:
                 future: asyncio.Future[ESLEvent] = asyncio.get_running_loop().create_future()
-                future.add_done_callback(_consume)
+                future.add_done_callback(mark_retrieved)
                 self._jobs[job] = future
         pending.future.set_result(frame)
         return True

@@ -24,6 +24,7 @@ from daemon.http_authorize import (
     serve_authorize_http,
 )
 from tests.support.fake_authorizer import FakeAuthorizer
+from tests.support.http_servers import served
 
 GUARD = 10.0  # hang guard only
 PARAMS = {"account": "tenant-a", "caller": "15550001001", "callee": "15551230007"}
@@ -44,13 +45,8 @@ def fake() -> FakeAuthorizer:
 
 @pytest.fixture
 async def server(fake: FakeAuthorizer) -> AsyncIterator[AuthorizeHTTPServer]:
-    app = build_authorize_app(fake, default_switch_id="pbx-test")
-    http_server = serve_authorize_http(app, "127.0.0.1", 0)
-    await http_server.start()
-    try:
+    async with served(build_authorize_app(fake, default_switch_id="pbx-test")) as http_server:
         yield http_server
-    finally:
-        await http_server.stop()
 
 
 @pytest.fixture

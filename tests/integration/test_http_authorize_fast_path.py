@@ -13,8 +13,8 @@ from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from daemon.http_authorize import AuthorizeApp, AuthorizeHTTPServer, build_authorize_app
-from daemon.http_authorize import serve_authorize_http as serve
 from tests.support.fake_authorizer import FakeAuthorizer
+from tests.support.http_servers import served
 
 GUARD = 10.0  # hang guard only
 PLAIN = "/v1/authorize?account=tenant-a&caller=1000&callee=15551230007&call_id=c-1"
@@ -45,12 +45,8 @@ def app(fake: FakeAuthorizer) -> CountingApp:
 
 @pytest.fixture
 async def server(app: CountingApp) -> AsyncIterator[AuthorizeHTTPServer]:
-    http_server = serve(app, "127.0.0.1", 0)
-    await http_server.start()
-    try:
+    async with served(app) as http_server:
         yield http_server
-    finally:
-        await http_server.stop()
 
 
 def get(path: str, *headers: str, version: str = "1.1") -> bytes:

@@ -83,8 +83,9 @@ async def provision(
         store, ledger = AccountStore(res.engine), Ledger(res.engine)
         for account_id, balance in balances.items():
             if await store.get(account_id) is None:
-                async for key in res.redis.scan_iter(match=account_pattern(account_id)):
-                    await res.redis.delete(key)
+                found = [k async for k in res.redis.scan_iter(match=account_pattern(account_id))]
+                if found:
+                    await res.redis.delete(*found)
                 await store.create(
                     Account(id=account_id, rate_deck=DECK.name, **account_args)  # type: ignore[arg-type]
                 )
