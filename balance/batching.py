@@ -131,6 +131,15 @@ class BatchingRunner:
 
     async def run_packed(self, script: LuaScript, command: bytes) -> Any:
         """Queue one EVALSHA already in RESP (``pack``) and await its own reply."""
+        return await self.submit_packed(script, command)
+
+    def submit_packed(self, script: LuaScript, command: bytes) -> asyncio.Future[Any]:
+        """Queue one EVALSHA already in RESP (``pack``); the future of its own reply.
+
+        For a caller that goes on from a callback (``future.add_done_callback``) instead
+        of a task. The reply as ``run_packed`` returns it; a Redis error, or the batch's
+        failure, as the future's exception. Cancelling the future drops only its reply.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Call(script, command, future))
@@ -139,7 +148,7 @@ class BatchingRunner:
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._on_tick)
-        return await future
+        return future
 
     async def aclose(self) -> None:
         """Send what is queued, wait for every batch in flight, give the connections back."""

@@ -28,6 +28,7 @@ with a stable reason code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -203,19 +204,37 @@ class LiveState:
 
     async def reserve(self, account_id: str, call_key: str, amount_micros: int) -> Reservation:
         """Check status, trial, concurrency, CPS and credit; reserve a first slice (a lease)."""
-        runner = self._runner
-        if type(runner) is not BatchingRunner:
+        pending = self.reserve_soon(account_id, call_key, amount_micros)
+        if pending is None:
             reply = await self._run(
                 "reserve", *self.reserve_arguments(account_id, call_key, amount_micros)
             )
             return reservation(reply)
+        with contextlib.suppress(RedisError, OSError):  # raised as the script's below
+            await pending
+        return self.reservation_of(account_id, pending)
+
+    def reserve_soon(
+        self, account_id: str, call_key: str, amount_micros: int
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``reserve`` in the current batch; the future of its raw reply, which
+        ``reservation_of`` reads once done. None when the scripts do not run in batches (then
+        ``reserve`` is the way). Bad input raises ``InvalidLiveInput`` at once."""
+        runner = self._runner
+        if type(runner) is not BatchingRunner:
+            return None
         # the hot path: the command packed from the account's cached start
         head = self._packed_reserve(account_id, call_key, amount_micros)[1]
         command = b"".join(
             [head, bulk(call_key.encode()), bulk(b"%d" % amount_micros), self._lease_ttl_bulk]
         )
+        return runner.submit_packed(self._scripts["reserve"], command)
+
+    def reservation_of(self, account_id: str, pending: asyncio.Future[Any]) -> Reservation:
+        """The reservation of a done ``reserve_soon`` future; its Redis failure raised as
+        ``reserve`` raises it (``script_failure``), a cancelled one as ``CancelledError``."""
         try:
-            reply = await runner.run_packed(self._scripts["reserve"], command)
+            reply = pending.result()
         except (RedisError, OSError) as exc:
             raise script_failure(exc, "reserve", keys.account_key(account_id)) from exc
         return reservation(reply)

@@ -1,6 +1,6 @@
 """Bench: the whole authorization stack (real ``Daemon``) against a bare Redis loop.
 
-    python bench/bench_auth_stack.py [--quick] [--profile] [--daemon-loop asyncio|uvloop]
+    python bench/bench_auth_stack.py [--quick] [--profile] [--pin] [--daemon-loop asyncio|uvloop]
 
 In one run, on one Redis (``RATEKEEPER_BENCH_REDIS_URL``, default
 redis://127.0.0.1:6379/0) and a temporary SQLite state dir:
@@ -38,6 +38,12 @@ Besides throughput, each row gives the CPU time per request of the process under
 (the bare loop's own for (a), the daemon process's for (b)-(d)) and the ratio of (a)'s to
 it: the "on one core" ratio, which the other processes on a shared machine disturb less.
 
+``--pin`` measures "on one core" literally (Linux, a local Redis, the right to set its
+CPU affinity): the process under test runs alone on CPU 0 (the bare loop in (a), the
+daemon in the other rows), Redis and the load generator on CPU 1. Unpinned, the
+scheduler runs whichever of the three processes is ready on either core, and the one
+measured is preempted by the others it wakes.
+
 ``--profile`` adds a cProfile run of the daemon process under HTTP and FastAGI load
 (after the measured runs; it does not change the table) and prints the top costs.
 """
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import dataclasses
 import io
@@ -116,6 +123,42 @@ class Run:
         return self.count / self.elapsed
 
 
+class CorePinning:
+    """``--pin``: the process under test alone on CPU 0; Redis and the load generator
+    (and the daemon, idle, while the bare loop runs) as the phase needs."""
+
+    def __init__(self, redis_pid: int, load_pid: int) -> None:
+        if (os.cpu_count() or 1) < 2:
+            raise SystemExit("--pin needs two CPUs")
+        self._redis_pid, self._load_pid = redis_pid, load_pid
+        self._all = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(redis_pid, {1})
+        except OSError as exc:
+            raise SystemExit(f"--pin: cannot pin Redis (pid {redis_pid}): {exc}") from exc
+
+    def phase(self, kind: str) -> None:
+        """Pin for one phase: ``baseline`` puts the bare loop on CPU 0."""
+        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(self._load_pid, {0} if kind == "baseline" else {1})
+
+    def restore(self) -> None:
+        """Every process back on every CPU."""
+        for pid in (0, self._redis_pid, self._load_pid):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, self._all)
+
+
+async def _pinning(url: str, pool: ProcessPoolExecutor) -> CorePinning:
+    client = aioredis.Redis.from_url(url)
+    try:
+        redis_pid = int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+    load_pid = await asyncio.get_running_loop().run_in_executor(pool, os.getpid)
+    return CorePinning(redis_pid, load_pid)
+
+
 # ---- the load generator (runs in the child process) --------------------------------
 
 
@@ -183,21 +226,57 @@ def _authorize_path(account: str, call_id: str) -> bytes:
     ).encode()
 
 
+class _HTTPClient(asyncio.Protocol):
+    """One raw HTTP/1.1 keep-alive connection of the load generator: send a GET, read one
+    response (framed by its content-length). A protocol, not streams: the generator
+    shares a core with Redis, so what it spends per request is taken from Redis."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bool] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(buffer[:end]).lower()
+        length, at = 0, head.find(b"content-length:")
+        if at >= 0:
+            stop = head.find(b"\r\n", at)
+            length = int(head[at + 15 : stop if stop >= 0 else None])
+        if len(buffer) < end + 4 + length:
+            return
+        body = bytes(buffer[end + 4 : end + 4 + length])
+        del buffer[: end + 4 + length]
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(head.startswith(b"http/1.1 200") and b'"allowed":true' in body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionError("the daemon closed the connection"))
+
+    def get(self, path: bytes) -> asyncio.Future[bool]:
+        """Send ``GET path``; the future of "answered 200 and allowed"."""
+        assert self._transport is not None
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        return waiter
+
+
 async def _http_connection(port: int) -> Callable[[bytes], Awaitable[bool]]:
-    """A raw HTTP/1.1 keep-alive connection: send a GET, read one response."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def get(path: bytes) -> bool:
-        writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        body = await reader.readexactly(length)
-        return head.startswith(b"HTTP/1.1 200") and b'"allowed":true' in body
-
-    return get
+    """A raw HTTP/1.1 keep-alive connection: ``get(path)`` sends a GET, reads one response."""
+    _transport, client = await asyncio.get_running_loop().create_connection(
+        _HTTPClient, "127.0.0.1", port
+    )
+    return client.get
 
 
 async def _http_closed(port: int, accounts: list[str], run_id: str, total: int) -> Run:
@@ -418,9 +497,12 @@ async def main(args: argparse.Namespace) -> None:
         asgi_floor = serve_authorize_http(cast(Starlette, _constant_answer), "127.0.0.1", 0)
         await asgi_floor.start()
         freeze_startup_heap()  # as ``ratekeeper run`` does once started
+        pinning = await _pinning(url, pool) if args.pin else None
 
         async def phase(kind: str, target: Any, size: float) -> Run:
             run_id = f"{kind}-{uuid.uuid4().hex[:8]}"
+            if pinning is not None:
+                pinning.phase(kind)
             began = time.process_time()
             run = await loop.run_in_executor(pool, load_phase, kind, target, accounts, run_id, size)
             if kind == "baseline":
@@ -453,6 +535,8 @@ async def main(args: argparse.Namespace) -> None:
                     profile.disable()
                     reports.append(_profiled_top(profile, kind))
         finally:
+            if pinning is not None:
+                pinning.restore()
             await floor.stop()
             await asgi_floor.stop()
             await daemon.stop()
@@ -463,6 +547,7 @@ async def main(args: argparse.Namespace) -> None:
         f"concurrency {CONCURRENCY}, median of {rounds} interleaved round(s), "
         f"daemon loop {args.daemon_loop}, load generator in a separate process (uvloop), "
         f"redis {url}, {os.cpu_count()} CPUs"
+        + (", pinned: the process under test alone on CPU 0" if args.pin else "")
     )
     print(
         f"{'mode':<30}{'requests':>9}{'auth/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs (a)':>8}"
@@ -529,6 +614,11 @@ def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="under 30 s, smaller counts")
     parser.add_argument("--profile", action="store_true", help="cProfile the daemon process too")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the process under test alone on CPU 0, Redis and the load generator on CPU 1",
+    )
     parser.add_argument(
         "--daemon-loop",
         choices=("auto", "asyncio", "uvloop"),

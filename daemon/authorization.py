@@ -80,6 +80,16 @@ class AuthorizationDecision:
         return cls(allowed=False, reason=reason)
 
 
+class DecisionListener(Protocol):
+    """Who is told the decision of ``AuthorizationService.decide_soon`` (once, either)."""
+
+    def decided(self, decision: AuthorizationDecision) -> None:
+        """The decision on the call."""
+
+    def failed(self, error: BaseException) -> None:
+        """What ``authorize`` would have raised instead of deciding."""
+
+
 class Authorizer(Protocol):
     """The one authorization service every front end calls."""
 

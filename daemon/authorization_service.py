@@ -19,6 +19,7 @@ account without plans never reaches them: no extra Redis round trip, no SQL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import structlog
 
@@ -36,7 +38,12 @@ from balance.caps import CapAdmission, CapScope, SharedCaps
 from balance.live import LiveState, Reservation
 from balance.usage import TierService
 from daemon.account_directory import AccountDirectory
-from daemon.authorization import AuthorizationDecision, AuthorizationRequest, Reason
+from daemon.authorization import (
+    AuthorizationDecision,
+    AuthorizationRequest,
+    DecisionListener,
+    Reason,
+)
 from daemon.caps_policy import CapsPolicy, trial_denies
 from daemon.lcr_service import RouteSelector
 from daemon.metrics import Metrics
@@ -83,6 +90,18 @@ PRICED_CALLS_KEPT = 100_000
 def reservation_key(switch_id: str, call_id: str) -> str:
     """The Redis reservation key of one call on one switch."""
     return f"{switch_id}:{call_id}"
+
+
+@dataclass(slots=True)
+class PlainCall:
+    """A call on the common path once every check without I/O passed (``admit``): the
+    one ``reserve`` of its first slice is all that is left."""
+
+    request: AuthorizationRequest
+    key: str  # the reservation key (``reservation_key``)
+    priced: PricedDestination  # with its route selection, if any
+    first_slice: int  # micro-units
+    first_increment: int  # micro-units
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +157,7 @@ class AuthorizationService:
         # ``next(iter())`` skips every slot deleted before it (~27 us at 100,000)
         self._priced_calls: OrderedDict[str, PricedDestination] = OrderedDict()
         self._shared_calls: OrderedDict[str, None] = OrderedDict()  # holding shared slots
+        self._finishing: set[asyncio.Task[None]] = set()  # decide_soon's follow-ups
         self.accepting = True
         self.metrics: Metrics | None = None  # set by the daemon: answers counted by reason
         # set by the daemon: denials published as events (never raises)
@@ -225,12 +245,131 @@ class AuthorizationService:
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
         """Decide on one call and reserve its first slice of credit (counted by reason)."""
         started = time.perf_counter()
-        decision = await self._authorize(request)
+        admitted = self.admit(request)
+        if isinstance(admitted, PlainCall):
+            result = await self._live.reserve(request.account, admitted.key, admitted.first_slice)
+            decision = await self._concluded(admitted, result)
+        elif admitted is None:
+            decision = await self._authorize(request)
+        else:
+            decision = admitted
+        self._count(request, decision, started)
+        return decision
+
+    def decide_soon(self, request: AuthorizationRequest, listener: DecisionListener) -> bool:
+        """Decide on ``request`` without a task when its call takes the common path
+        (``admit``): ``listener.decided`` is called once from a callback of the loop
+        (``listener.failed`` with what ``authorize`` would raise), and the decision is
+        counted as ``authorize`` counts it. False, with nothing done: ``authorize`` is
+        the way. The switches' hot path: no task, no coroutine, one future per call."""
+        started = time.perf_counter()
+        admitted = self.admit(request)
+        if admitted is None:
+            return False
+        if isinstance(admitted, AuthorizationDecision):
+            self._count(request, admitted, started)
+            asyncio.get_running_loop().call_soon(listener.decided, admitted)
+            return True
+        pending = self._live.reserve_soon(request.account, admitted.key, admitted.first_slice)
+        if pending is None:  # scripts not run in batches
+            return False
+        pending.add_done_callback(partial(self._on_reserved, admitted, started, listener))
+        return True
+
+    def _on_reserved(
+        self,
+        call: PlainCall,
+        started: float,
+        listener: DecisionListener,
+        pending: asyncio.Future[object],
+    ) -> None:
+        try:
+            result = self._live.reservation_of(call.request.account, pending)
+            decision = self._decision_for(
+                result, call.priced, call.first_increment, call.priced.terms
+            )
+        except (Exception, asyncio.CancelledError) as exc:
+            listener.failed(exc)
+            return
+        if decision is None:  # a shorter call, or none: more Redis work, in a task
+            task = asyncio.get_running_loop().create_task(
+                self._finish_later(call, result, started, listener)
+            )
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            return
+        decision = self._kept(call.key, call.priced, decision)
+        self._count(call.request, decision, started)
+        listener.decided(decision)
+
+    async def _finish_later(
+        self, call: PlainCall, result: Reservation, started: float, listener: DecisionListener
+    ) -> None:
+        try:
+            decision = await self._follow_up(call, result)
+        except asyncio.CancelledError as exc:
+            listener.failed(exc)
+            raise
+        except Exception as exc:
+            listener.failed(exc)
+            return
+        decision = self._kept(call.key, call.priced, decision)
+        self._count(call.request, decision, started)
+        listener.decided(decision)
+
+    def _count(
+        self, request: AuthorizationRequest, decision: AuthorizationDecision, started: float
+    ) -> None:
         if self.metrics is not None:
             self.metrics.count_authorization(decision, time.perf_counter() - started)
         if not decision.allowed and self.on_denial is not None:
             self.on_denial(request, decision)
-        return decision
+
+    def admit(self, request: AuthorizationRequest) -> AuthorizationDecision | PlainCall | None:
+        """What ``request`` comes to by the checks that need no I/O, on the common path:
+        a denial decided already, or the one ``reserve`` left to make (``PlainCall``).
+        None when the call takes the whole way of ``_authorize``: an account not cached
+        yet, a reseller chain, tiers or bundles, shared caps that may apply (a capped
+        trunk anywhere). Decides as that way does (the same helpers); nothing is
+        reserved or counted here."""
+        if not self.accepting:
+            return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
+        if not request.account or not request.callee:
+            return AuthorizationDecision.deny(Reason.BAD_REQUEST)
+        account = self._accounts.cached(request.account)
+        if account is None or account.parent_id is not None or self._holds_plans(account):
+            return None
+        routes = self._routes
+        if self._caps is not None and (
+            self._cached_reseller_scopes(account) != ()
+            or (routes is not None and routes.any_capped)
+        ):
+            return None  # shared caps may apply: decided before any route is ranked
+        if trial_denies(account, request.callee, self._caps_policy):
+            return AuthorizationDecision.deny(Reason.TRIAL_RESTRICTED)
+        priced = self._price(account, request.callee, None)
+        if priced is None:
+            return AuthorizationDecision.deny(Reason.NO_RATE)
+        if routes is not None:
+            routed = self._routed(account, request.callee, priced, _now())
+            if isinstance(routed, AuthorizationDecision):
+                return routed
+            priced = routed
+        first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
+        key = reservation_key(request.switch_id, request.call_id)
+        return PlainCall(request, key, priced, first_slice, first_increment)
+
+    async def _concluded(self, call: PlainCall, result: Reservation) -> AuthorizationDecision:
+        """The decision on a ``PlainCall`` from its first ``reserve``'s result."""
+        decision = self._decision_for(result, call.priced, call.first_increment, call.priced.terms)
+        if decision is None:
+            decision = await self._follow_up(call, result)
+        return self._kept(call.key, call.priced, decision)
+
+    async def _follow_up(self, call: PlainCall, result: Reservation) -> AuthorizationDecision:
+        return await self._reserve_rest(
+            call.request.account, call.key, result, call.priced, call.priced.terms, None
+        )
 
     async def _authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
         if not self.accepting:
@@ -253,18 +392,10 @@ class AuthorizationService:
             return AuthorizationDecision.deny(Reason.NO_RATE)
         now = _now()
         if self._routes is not None:
-            # LCR before Redis: a MARGIN_GUARD denial reserves nothing. The margin is the
-            # platform's: under a reseller chain the platform sells at the top level's
-            # wholesale price, not at the customer's retail one.
-            top = priced.chain[-1] if priced.chain else None
-            platform_sell = (
-                priced if top is None else PricedDestination(info=top.info, rate=top.rate)
-            )
-            selection = self._routes.select(account.id, request.callee, platform_sell, now)
-            if selection.denied is not None:
-                return AuthorizationDecision.deny(selection.denied)
-            if selection.ranked:  # no carrier for the number: nothing to keep
-                priced = priced.with_selection(selection)
+            routed = self._routed(account, request.callee, priced, now)
+            if isinstance(routed, AuthorizationDecision):
+                return routed
+            priced = routed
         priced = await self._with_plans(account, request.callee, priced, now)
         key = reservation_key(request.switch_id, request.call_id)
         shared = await self._shared_scopes(account, priced)
@@ -283,16 +414,49 @@ class AuthorizationService:
                 decision, priced = await self._reserve(request, priced)
             if shared is not None and not decision.allowed and self._caps is not None:
                 await self._caps.release(key, refund=True)
+        return self._kept(key, priced, decision)
+
+    def _routed(
+        self, account: Account, callee: str, priced: PricedDestination, now: datetime
+    ) -> PricedDestination | AuthorizationDecision:
+        """``priced`` with its LCR route selection, or the selection's denial.
+
+        LCR before Redis: a MARGIN_GUARD denial reserves nothing. The margin is the
+        platform's: under a reseller chain the platform sells at the top level's
+        wholesale price, not at the customer's retail one.
+        """
+        assert self._routes is not None
+        top = priced.chain[-1] if priced.chain else None
+        platform_sell = priced if top is None else PricedDestination(info=top.info, rate=top.rate)
+        selection = self._routes.select(account.id, callee, platform_sell, now)
+        if selection.denied is not None:
+            return AuthorizationDecision.deny(selection.denied)
+        if selection.ranked:  # no carrier for the number: nothing to keep
+            return priced.with_selection(selection)
+        return priced
+
+    def _kept(
+        self, key: str, priced: PricedDestination, decision: AuthorizationDecision
+    ) -> AuthorizationDecision:
+        """An allowed call's price remembered (``priced_call``), its routes attached."""
         if decision.allowed:
             self._remember(key, priced)
             if priced.selection is not None and priced.selection.routes:
-                decision = decision.with_routes(priced.selection.routes)
+                return decision.with_routes(priced.selection.routes)
         return decision
+
+    def _holds_plans(self, account: Account) -> bool:
+        """Whether the account has a tier schedule or holds bundles (``_with_plans``)."""
+        return (self._tiers is not None and self._tiers.plan_for(account.id) is not None) or (
+            self._bundles is not None and self._bundles.holds_bundles(account.id)
+        )
 
     async def _with_plans(
         self, account: Account, callee: str, priced: PricedDestination, now: datetime
     ) -> PricedDestination:
         """``priced`` with the account's tier schedule and covering bundle, if it has any."""
+        if not self._holds_plans(account):
+            return priced
         plan = None if self._tiers is None else self._tiers.plan_for(account.id)
         bundles = self._bundles
         if bundles is not None and not bundles.holds_bundles(account.id):
@@ -327,13 +491,17 @@ class AuthorizationService:
         required = self._cached_reseller_scopes(account)  # no coroutine on the hot path
         if required is None:
             required = await self._reseller_scopes(account)
-        alternatives: tuple[CapScope, ...] = ()
-        selection = priced.selection
-        if selection is not None and selection.ranked and self._routes is not None:
-            alternatives = self._trunk_scopes(tuple(r.carrier for r in selection.ranked))
+        alternatives = self._trunk_alternatives(priced)
         if not required and not alternatives:
             return None
         return required, alternatives
+
+    def _trunk_alternatives(self, priced: PricedDestination) -> tuple[CapScope, ...]:
+        """The trunks of the call's route list, when any of them is capped."""
+        selection = priced.selection
+        if selection is not None and selection.ranked and self._routes is not None:
+            return self._trunk_scopes(tuple(r.carrier for r in selection.ranked))
+        return ()
 
     def _cached_reseller_scopes(self, account: Account) -> tuple[CapScope, ...] | None:
         """The capped resellers above ``account`` as cached (None: not since the last
@@ -551,24 +719,74 @@ class AuthorizationService:
 
         ``reserve(amount)`` reserves on the account (default: ``LiveState.reserve``).
         """
-        live = self._live
         result = await (
-            live.reserve(account_id, key, first_slice) if reserve is None else reserve(first_slice)
+            self._live.reserve(account_id, key, first_slice)
+            if reserve is None
+            else reserve(first_slice)
         )
-        if not result.ok and result.reason == "INSUFFICIENT_CREDIT":
+        decision = self._decision_for(result, priced, first_increment, reachable)
+        if decision is None:
+            decision = await self._reserve_rest(account_id, key, result, priced, reachable, reserve)
+        return decision
+
+    def _decision_for(
+        self,
+        result: Reservation,
+        priced: PricedDestination,
+        first_increment: int,
+        reachable: CallTerms,
+    ) -> AuthorizationDecision | None:
+        """The decision a first ``reserve``'s result makes; None when it takes more Redis
+        work (``_reserve_rest``): a shorter call to reserve, or a reservation that allows
+        no second to give back. ``reachable``: the terms the credit can use."""
+        if result.ok:
+            return self._allowance(result, priced, reachable)
+        remaining = result.available_micros
+        if (
+            result.reason == "INSUFFICIENT_CREDIT"
+            and remaining >= first_increment
+            and remaining > 0
+        ):
             # Less than a whole slice is left: a shorter call is still affordable when
             # the remaining credit pays for at least the first increment.
-            remaining = result.available_micros
-            if remaining >= first_increment and remaining > 0:
-                result = await (
-                    live.reserve(account_id, key, remaining)
-                    if reserve is None
-                    else reserve(remaining)
-                )
+            return None
+        return AuthorizationDecision.deny(
+            _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
+        )
+
+    async def _reserve_rest(
+        self,
+        account_id: str,
+        key: str,
+        result: Reservation,
+        priced: PricedDestination,
+        reachable: CallTerms,
+        reserve: Callable[[int], Awaitable[Reservation]] | None,
+    ) -> AuthorizationDecision:
+        """What ``_decision_for`` left: reserve the shorter call the remaining credit pays
+        for, or give back a reservation that allows no second."""
         if not result.ok:
-            return AuthorizationDecision.deny(
-                _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
+            remaining = result.available_micros
+            result = await (
+                self._live.reserve(account_id, key, remaining)
+                if reserve is None
+                else reserve(remaining)
             )
+            if not result.ok:
+                return AuthorizationDecision.deny(
+                    _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
+                )
+            decision = self._allowance(result, priced, reachable)
+            if decision is not None:
+                return decision
+        await self._live.release(account_id, key, refund=True)
+        return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)
+
+    def _allowance(
+        self, result: Reservation, priced: PricedDestination, reachable: CallTerms
+    ) -> AuthorizationDecision | None:
+        """The allowance of a made reservation: max_usage from the credit (and bundle) it
+        can use; None when that is not one second."""
         credit = result.reserved_micros + max(result.available_micros, 0)
         limit = self._policy.max_call_duration
         if reachable.plain:  # integer short-cut when the credit pays for the longest call
@@ -579,8 +797,7 @@ class AuthorizationService:
                 priced.info, priced.rate, from_micros(credit), reachable, limit=limit
             )
         if seconds <= 0:
-            await self._live.release(account_id, key, refund=True)
-            return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)
+            return None
         terms = priced.terms
         return AuthorizationDecision(
             allowed=True,

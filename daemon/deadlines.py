@@ -10,18 +10,29 @@ request is cut between ``timeout`` and ``timeout * (1 + 1/CHECKS_PER_TIMEOUT)`` 
 it started.
 
 A cancellation from anywhere else (the server stopping) propagates unchanged.
+
+A request run from callbacks rather than by a task (the switches' hot path) is
+``watch``-ed instead: past its deadline its ``cancel()`` is called (it answers "timed
+out" itself), unless it was ``forget``-ten first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
 CHECKS_PER_TIMEOUT = 8
 """How many checks run per ``timeout`` while requests are in flight."""
+
+
+class Cancellable(Protocol):
+    """A request in flight that can be cut: a task, or one ``watch``-ed."""
+
+    def cancel(self) -> object:
+        """Cut the request (past its deadline)."""
 
 
 class Deadlines:
@@ -32,8 +43,8 @@ class Deadlines:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self.timeout = timeout
         self._interval = timeout / CHECKS_PER_TIMEOUT
-        self._deadlines: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self._deadlines: dict[Cancellable, float] = {}
+        self._expired: set[Cancellable] = set()  # tasks cancelled, not yet unwound
         self._check: asyncio.TimerHandle | None = None
 
     @property
@@ -45,10 +56,7 @@ class Deadlines:
         """Await ``awaitable`` in this task; ``TimeoutError`` once the limit is past."""
         task = asyncio.current_task()
         assert task is not None, "Deadlines.run outside a task"
-        loop = asyncio.get_running_loop()
-        self._deadlines[task] = loop.time() + self.timeout
-        if self._check is None:
-            self._check = loop.call_later(self._interval, self._cancel_overdue)
+        self.watch(task)
         try:
             return await awaitable
         except asyncio.CancelledError:
@@ -62,14 +70,34 @@ class Deadlines:
             del self._deadlines[task]
             self._expired.discard(task)
 
+    def watch(self, request: Cancellable) -> None:
+        """Cut ``request`` (``request.cancel()``) once it is past the limit, unless
+        ``forget`` comes first."""
+        loop = asyncio.get_running_loop()
+        self._deadlines[request] = loop.time() + self.timeout
+        if self._check is None:
+            self._check = loop.call_later(self._interval, self._cancel_overdue)
+
+    def forget(self, request: Cancellable) -> None:
+        """``request`` is done: no deadline for it any more."""
+        self._deadlines.pop(request, None)
+
     def _cancel_overdue(self) -> None:
         self._check = None
         if not self._deadlines:
             return  # nothing in flight: the next run arms a new check
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for task, deadline in self._deadlines.items():
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
-                task.cancel()
+        overdue = [
+            request
+            for request, deadline in self._deadlines.items()
+            if deadline <= now and request not in self._expired
+        ]
         self._check = loop.call_later(self._interval, self._cancel_overdue)
+        for request in overdue:
+            if isinstance(request, asyncio.Task):  # ``run`` turns it into TimeoutError
+                self._expired.add(request)
+                request.cancel()
+            else:  # a watched request answers "timed out" itself
+                self.forget(request)
+                request.cancel()

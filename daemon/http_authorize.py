@@ -10,7 +10,10 @@ Asterisk ``CURLOPT(hashcompat)=yes`` + ``HASH()``. Money (``buy_rate``, ``rate``
 decimal string, never a float.
 
 The hot path: a switch's plain ``GET /v1/authorize`` is answered by the HTTP protocol
-itself, without ASGI (``http_authorize_protocol``); every other ``GET|POST
+itself, without ASGI (``http_authorize_protocol``), and for the common call without a
+task either: the authorization runs until its Redis ``reserve`` is queued, and the answer
+is written from the reply's callback (``AuthorizeEndpoint.start_json``,
+``AuthorizationService.decide_soon``), under the same time limit; every other ``GET|POST
 /v1/authorize`` by a raw ASGI handler (``AuthorizeEndpoint``, which decides both) that
 the app calls before Starlette's routing; Starlette serves every other route
 (``/health``, routes added with ``extra_routes``) and the other methods of
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -48,6 +51,7 @@ from daemon.authorization import (
     AuthorizationDecision,
     AuthorizationRequest,
     Authorizer,
+    DecisionListener,
     Reason,
 )
 from daemon.deadlines import Deadlines
@@ -256,6 +260,10 @@ class AuthorizeEndpoint:
         self, authorizer: Authorizer, *, default_switch_id: str, authorize_timeout: float
     ) -> None:
         self._authorizer = authorizer
+        # the authorizer's callback way (``AuthorizationService.decide_soon``), if it has one
+        self._decide_soon: Callable[[AuthorizationRequest, DecisionListener], bool] | None = (
+            getattr(authorizer, "decide_soon", None)
+        )
         self._default_switch_id = default_switch_id
         self._deadlines = Deadlines(authorize_timeout)  # one timer for every request
 
@@ -305,6 +313,26 @@ class AuthorizeEndpoint:
         except BadAuthorizeRequest:
             return None
 
+    def start_json(
+        self, request: AuthorizationRequest, answer: Callable[[int, bytes], None]
+    ) -> bool:
+        """Answer ``request`` in JSON without a task when the authorizer can decide it from
+        callbacks (``decide_soon``: the common call): ``answer(status, body)`` is called
+        once, later, from a callback of the loop, under the same time limit and with the
+        same answers as ``answer_json``. False, with nothing started: ``answer_json`` is
+        the way."""
+        decide_soon = self._decide_soon
+        if decide_soon is None:
+            return False
+        pending = _PendingAnswer(request, answer, self._deadlines)
+        try:
+            if not decide_soon(request, pending):
+                return False
+        except Exception:  # raised before anything started: answer_json will log it
+            return False
+        self._deadlines.watch(pending)
+        return True
+
     async def answer_json(self, request: AuthorizationRequest) -> tuple[int, bytes]:
         """The status and JSON body of the answer to ``request``."""
         decision, status = await self._decide(request)
@@ -334,6 +362,53 @@ class AuthorizeEndpoint:
             return
         pairs = decision_pairs(AuthorizationDecision.deny(Reason.BAD_REQUEST))
         await _send(send, 400, _TEXT_TYPE, render_pairs([*pairs, ("field", exc.field)], fmt))
+
+
+class _PendingAnswer:
+    """A request of ``AuthorizeEndpoint.start_json`` until it is answered: the listener of
+    its decision, and what its deadline cuts (``cancel``). Answers once."""
+
+    __slots__ = ("_answer", "_deadlines", "_request")
+
+    def __init__(
+        self,
+        request: AuthorizationRequest,
+        answer: Callable[[int, bytes], None] | None,
+        deadlines: Deadlines,
+    ) -> None:
+        self._request = request
+        self._answer = answer  # None once answered
+        self._deadlines = deadlines
+
+    def decided(self, decision: AuthorizationDecision) -> None:
+        """Answer the decision (503 for a ``SERVICE_UNAVAILABLE`` one, as ``_decide``)."""
+        answer, self._answer = self._answer, None
+        if answer is None:
+            return  # cut by its deadline already
+        self._deadlines.forget(self)
+        request = self._request
+        status = 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
+        answer(status, decision_json_bytes(decision, request.call_id, request.switch_id))
+
+    def failed(self, error: BaseException) -> None:
+        """The authorizer failed: log it, answer ``SERVICE_UNAVAILABLE`` (fail closed)."""
+        answer, self._answer = self._answer, None
+        if answer is None:
+            return
+        self._deadlines.forget(self)
+        request = self._request
+        log.error(
+            "authorizer failed",
+            call_id=request.call_id,
+            account=request.account,
+            exc_info=error,
+        )
+        denial = AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
+        answer(503, decision_json_bytes(denial, request.call_id, request.switch_id))
+
+    def cancel(self) -> None:
+        """Past the time limit: answered as a timed-out authorization is."""
+        self.failed(TimeoutError(f"no answer within {self._deadlines.timeout} s"))
 
 
 async def _read_body(receive: Receive) -> bytes:

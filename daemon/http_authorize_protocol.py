@@ -3,7 +3,10 @@
 A switch's authorization, ``GET /v1/authorize?account=...&callee=...&call_id=...`` over
 HTTP/1.1 with a query that needs no decoding and a JSON answer, is answered straight from
 the parser's callbacks: no ASGI scope, request cycle, message dicts or header checks,
-just the authorization and one write of the whole answer. Every other request (other
+just the authorization and one write of the whole answer. The common call is not even
+given a task: the endpoint starts its authorization and its answer is written from the
+callback of the Redis reply (``AuthorizeEndpoint.start_json``); any other runs in a task
+(``answer_json``). Every other request (other
 paths and methods, POST bodies, escapes, ``format=``/``Accept: text/plain``, HTTP/1.0,
 a request the endpoint would refuse) goes the ASGI way, unchanged, and gets the same
 answers: the endpoint (``http_authorize.AuthorizeEndpoint``) decides both.
@@ -19,6 +22,7 @@ Each answer (fast or not) leaves in one ``send`` (``_CoalescingTransport``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
@@ -39,6 +43,11 @@ class FastAuthorize(Protocol):
     def plain_get(self, query: bytes, accept: bytes) -> AuthorizationRequest | None:
         """The request of a plain GET answered in JSON; None: the ASGI way."""
 
+    def start_json(
+        self, request: AuthorizationRequest, answer: Callable[[int, bytes], None]
+    ) -> bool:
+        """Answer by ``answer(status, body)`` from a callback; False: ``answer_json``."""
+
     async def answer_json(self, request: AuthorizationRequest) -> tuple[int, bytes]:
         """The status and JSON body of the answer."""
 
@@ -53,14 +62,19 @@ class _NoWaiters:
 class _FastCycle:
     """What uvicorn's protocol reads and writes of a request cycle, for a fast answer."""
 
-    __slots__ = ("disconnected", "keep_alive", "more_body", "response_complete")
+    __slots__ = ("disconnected", "keep_alive", "more_body", "protocol", "response_complete")
     message_event = _NoWaiters()
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, protocol: AuthorizeHTTPProtocol, keep_alive: bool) -> None:
+        self.protocol = protocol
         self.keep_alive = keep_alive  # uvicorn clears it to close after the answer
         self.response_complete = False
         self.disconnected = False  # set by uvicorn when the connection is lost
         self.more_body = True
+
+    def answer(self, status: int, body: bytes) -> None:
+        """The answer, from a callback (``AuthorizeEndpoint.start_json``)."""
+        self.protocol.answered(self, status, body)
 
 
 class _CoalescingTransport:
@@ -152,7 +166,7 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def _queue_fast(self, request: AuthorizationRequest) -> None:
-        cycle = _FastCycle(self.parser.should_keep_alive())
+        cycle = _FastCycle(self, self.parser.should_keep_alive())
         existing = self.cycle
         self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
@@ -170,7 +184,13 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
             super()._start_asgi_task(cycle, app)
 
     def _start_fast(self, cycle: _FastCycle, request: AuthorizationRequest) -> None:
-        task = self.loop.create_task(self._answer(cycle, request))
+        fast = self._fast
+        assert fast is not None
+        if not fast.start_json(request, cycle.answer):
+            self._run(self._answer(cycle, request))
+
+    def _run(self, answering: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(answering)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -179,10 +199,31 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
         assert fast is not None
         try:
             status, body = await fast.answer_json(request)
-            if cycle.disconnected:
-                return
-            if self.flow.write_paused:
-                await self.flow.drain()
+        except Exception:  # a bug here must not leave the client waiting
+            log.error("http authorize answer failed", call_id=request.call_id, exc_info=True)
+            self._complete(cycle, failed=True)
+            return
+        await self._write_when_drained(cycle, status, body)
+
+    def answered(self, cycle: _FastCycle, status: int, body: bytes) -> None:
+        """Write the answer of ``cycle`` (its ``answer``); once the client has read
+        enough (flow control), in a task, as the ASGI way waits."""
+        if cycle.disconnected:
+            return
+        if self.flow.write_paused:
+            self._run(self._write_when_drained(cycle, status, body))
+        else:
+            self._write(cycle, status, body)
+
+    async def _write_when_drained(self, cycle: _FastCycle, status: int, body: bytes) -> None:
+        if cycle.disconnected:
+            return
+        if self.flow.write_paused:
+            await self.flow.drain()
+        self._write(cycle, status, body)
+
+    def _write(self, cycle: _FastCycle, status: int, body: bytes) -> None:
+        try:
             head = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
                 head += (name, b": ", value, b"\r\n")
@@ -192,7 +233,14 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
             head += (b"\r\n", body)
             self._coalescing.write_now(b"".join(head))
         except Exception:  # a bug here must not leave the client waiting
-            log.error("http authorize answer failed", call_id=request.call_id, exc_info=True)
+            log.error("http authorize answer failed", exc_info=True)
+            self._complete(cycle, failed=True)
+            return
+        self._complete(cycle)
+
+    def _complete(self, cycle: _FastCycle, *, failed: bool = False) -> None:
+        """The cycle is over; after a failure the connection is not kept."""
+        if failed:
             cycle.keep_alive = False
         cycle.response_complete = True
         if not cycle.keep_alive:

@@ -85,6 +85,7 @@ class _Snapshot:
     carriers: tuple[Carrier, ...]
     guards: GuardBook
     by_id: dict[str, Carrier] = field(default_factory=dict)
+    any_capped: bool = False
 
 
 class RouteSelector:
@@ -100,7 +101,9 @@ class RouteSelector:
         """Load carriers, guards and reseller links from SQL; the number of enabled carriers."""
         carriers = tuple(c for c in await self._store.list() if c.enabled)
         guards = await self._store.load_guard_book()
-        self._snapshot = _Snapshot(carriers, guards, {c.id: c for c in carriers})
+        self._snapshot = _Snapshot(
+            carriers, guards, {c.id: c for c in carriers}, any(c.capped for c in carriers)
+        )
         self.generation += 1
         log.info(
             "carriers loaded",
@@ -113,6 +116,11 @@ class RouteSelector:
     def carriers(self) -> tuple[Carrier, ...]:
         """The enabled carriers in force."""
         return self._snapshot.carriers
+
+    @property
+    def any_capped(self) -> bool:
+        """Whether any enabled carrier's trunk has a cap (its calls may need a slot)."""
+        return self._snapshot.any_capped
 
     def carrier(self, carrier_id: str) -> Carrier | None:
         """The enabled carrier with this id (its trunk caps), or None."""

@@ -1,7 +1,8 @@
 """The HTTP protocol's fast path for a switch's plain ``GET /v1/authorize`` (real uvicorn,
 raw TCP): taken only for such requests, the same answers as the ASGI way, and what
 uvicorn does for a connection kept (pipelining in order, ``Connection: close``, a client
-that goes away, a GET with a body)."""
+that goes away, a GET with a body). Every test runs with the answer written by a task
+and from the authorizer's callbacks (``decide_soon``), the common call's way."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ class CountingApp(AuthorizeApp):
         await super().__call__(scope, receive, send)
 
 
-@pytest.fixture
-def fake() -> FakeAuthorizer:
-    return FakeAuthorizer()
+@pytest.fixture(params=[False, True], ids=["task", "callback"])
+def fake(request: pytest.FixtureRequest) -> FakeAuthorizer:
+    return FakeAuthorizer(soon=request.param)
 
 
 @pytest.fixture
@@ -96,6 +97,7 @@ async def test_given_plain_get_when_authorizing_then_answered_without_asgi_as_as
     )
     assert fast_headers[b"content-type"] == slow_headers[b"content-type"]
     assert fake.requests[0] == fake.requests[1]
+    assert fake.decided_soon == (1 if fake.soon else 0)  # the fast one, by its lane
 
 
 async def test_given_requests_the_fast_path_does_not_take_when_sent_then_asgi_answers(
@@ -192,3 +194,44 @@ async def test_given_client_gone_while_authorizing_when_answer_ready_then_server
     assert status == b"HTTP/1.1 200 OK" and b'"call_id":"c-2"' in body
     assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
     assert [r.call_id for r in fake.requests] == ["c-1", "c-2"]
+
+
+async def test_given_authorizer_failing_when_fast_answer_then_503_denial_and_logged(
+    server: AuthorizeHTTPServer, fake: FakeAuthorizer
+) -> None:
+    fake.fail("tenant-a")
+    with capture_logs() as logs:
+        answers = await exchange(server.port, get(PLAIN), get(PLAIN.replace("tenant-a", "b")))
+
+    [(status, _h, body), (next_status, _h2, _b2)] = answers
+    assert status == b"HTTP/1.1 503 Service Unavailable"
+    assert b'"reason":"SERVICE_UNAVAILABLE"' in body and b'"call_id":"c-1"' in body
+    assert next_status == b"HTTP/1.1 200 OK"  # the connection serves on
+    failures = [e for e in logs if e["event"] == "authorizer failed"]
+    assert [(e["call_id"], e["account"]) for e in failures] == [("c-1", "tenant-a")]
+
+
+async def test_given_authorizer_past_the_limit_when_fast_answer_then_503_and_late_one_dropped(
+    fake: FakeAuthorizer,
+) -> None:
+    built = build_authorize_app(fake, default_switch_id="pbx-test", authorize_timeout=0.2)
+    gate = fake.block("tenant-a")
+    async with served(built) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            with capture_logs() as logs:
+                writer.write(get(PLAIN))
+                status, _h, body = await read_answer(reader)
+                gate.set()  # the decision comes after all: nothing more is written
+                await asyncio.sleep(0.05)
+                writer.write(get(PLAIN.replace("tenant-a", "tenant-b").replace("c-1", "c-2")))
+                next_status, _h2, next_body = await read_answer(reader)
+        finally:
+            writer.close()
+
+    assert status == b"HTTP/1.1 503 Service Unavailable"
+    assert b'"reason":"SERVICE_UNAVAILABLE"' in body
+    assert next_status == b"HTTP/1.1 200 OK" and b'"call_id":"c-2"' in next_body
+    timeouts = [e for e in logs if e["event"] == "authorizer failed"]
+    assert len(timeouts) == 1 and timeouts[0]["call_id"] == "c-1"
+    assert fake.decided_soon == (2 if fake.soon else 0)

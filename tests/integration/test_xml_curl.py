@@ -21,14 +21,9 @@ from starlette.applications import Starlette
 from structlog.testing import capture_logs
 
 from balance import keys
-from balance.accounts import Account, AccountStore
-from balance.ledger import Ledger
 from balance.live import LiveState
-from daemon.account_directory import AccountDirectory
-from daemon.app import load_catalog, rebuild_live_state
 from daemon.authorization import Authorizer, Reason
 from daemon.authorization_service import (
-    AuthorizationPolicy,
     AuthorizationService,
     reservation_key,
 )
@@ -38,8 +33,7 @@ from daemon.http_authorize import (
     serve_authorize_http,
 )
 from daemon.http_xml_curl import DIALPLAN_PATH, MAX_BODY_BYTES, form_fields, xml_curl_routes
-from storage.decks import DeckStore
-from tests.support.daemon_harness import DECK, RATES
+from tests.support.authorization_build import build_service
 from tests.support.fake_authorizer import FakeAuthorizer
 
 GUARD = 10.0  # hang guard only
@@ -131,21 +125,7 @@ async def service(sql_engine: AsyncEngine, redis_client: aioredis.Redis) -> Asyn
     live = LiveState(redis_client, lease_ttl=60)
 
     async def build(balances: dict[str, Decimal]) -> AuthorizationService:
-        await DeckStore(sql_engine).replace(DECK, list(RATES))
-        store, ledger = AccountStore(sql_engine), Ledger(sql_engine)
-        for account, balance in balances.items():
-            await store.create(Account(id=account, rate_deck=DECK.name))
-            if balance:
-                await ledger.topup(account, balance, f"initial-{account}")
-        await rebuild_live_state(await store.list(), ledger, live)
-        directory = AccountDirectory(store)
-        await directory.load()
-        return AuthorizationService(
-            directory,
-            await load_catalog(DeckStore(sql_engine)),
-            live,
-            AuthorizationPolicy(debit_interval=DEBIT_INTERVAL, max_call_duration=3600),
-        )
+        return await build_service(sql_engine, live, balances, debit_interval=DEBIT_INTERVAL)
 
     try:
         yield build

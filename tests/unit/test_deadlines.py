@@ -63,3 +63,39 @@ async def test_given_a_cut_request_when_its_task_goes_on_then_it_is_not_cancelle
 def test_given_a_non_positive_timeout_when_made_then_error_names_it() -> None:
     with pytest.raises(ValueError, match=r"timeout must be positive, got 0"):
         Deadlines(0)
+
+
+class Watched:
+    """A request run from callbacks: counts how often it was cut."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+
+    def cancel(self) -> None:
+        self.cut += 1
+
+
+async def test_given_watched_requests_when_one_is_past_the_limit_then_only_it_is_cut_once() -> None:
+    deadlines = Deadlines(0.1)
+    slow, quick = Watched(), Watched()
+    deadlines.watch(slow)
+    deadlines.watch(quick)
+    deadlines.forget(quick)  # answered in time
+
+    await asyncio.sleep(0.3)  # several checks past the limit
+
+    assert (slow.cut, quick.cut) == (1, 0)
+    assert deadlines.in_flight == 0
+
+
+async def test_given_watched_and_run_requests_when_both_overdue_then_each_cut_its_way() -> None:
+    deadlines = Deadlines(0.1)
+    watched = Watched()
+    deadlines.watch(watched)
+    running = asyncio.create_task(deadlines.run(_answer("slow", 30)))
+
+    with pytest.raises(TimeoutError):
+        await running
+    await asyncio.sleep(0.05)
+
+    assert watched.cut == 1 and deadlines.in_flight == 0
