@@ -240,11 +240,11 @@ class BatchingRunner:
         conn = idle.pop() if idle else await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             if conn.socket_timeout is None:  # no deadline: no timer to arm
-                await conn.send_packed_command(b"".join(commands))
+                await _send(conn, b"".join(commands))
                 await _read_replies(conn, len(commands), replies)
             else:  # one deadline for the whole round trip (a per-read one: ~10 us a reply)
                 async with asyncio.timeout(conn.socket_timeout):
-                    await conn.send_packed_command(b"".join(commands))
+                    await _send(conn, b"".join(commands))
                     await _read_replies(conn, len(commands), replies)
         except BaseException as exc:
             await conn.disconnect()  # never reused with unread replies
@@ -254,6 +254,25 @@ class BatchingRunner:
                 raise RedisTimeoutError(f"redis batch timed out after {timeout} s") from exc
             raise
         idle.append(conn)  # read to the end: clean for the next batch
+
+
+async def _send(conn: Any, data: bytes) -> None:
+    """Write one batch on ``conn``: straight to its connected stream, under the round
+    trip's own deadline. redis-py's ``send_packed_command`` arms a second deadline per
+    write when the connection has a ``socket_timeout`` (redis-py 8 sets 5 s by default):
+    ``asyncio.wait_for``, a task per batch. Not connected, or another kind of connection:
+    redis-py's way (it connects, checks health). A failed write raises redis-py's
+    ``ConnectionError``, as ``send_packed_command`` does; the caller drops the connection.
+    """
+    writer = getattr(conn, "_writer", None)
+    if type(writer) is not asyncio.StreamWriter or not conn.is_connected:
+        await conn.send_packed_command(data)
+        return
+    try:
+        writer.write(data)
+        await writer.drain()
+    except OSError as exc:
+        raise RedisConnectionError(f"error while writing to redis: {exc}") from exc
 
 
 async def _read_replies(conn: Any, count: int, replies: list[Any]) -> None:

@@ -296,3 +296,28 @@ async def test_given_a_batch_in_flight_when_its_connection_is_killed_then_every_
     finally:
         await live.aclose()
         await client.aclose()
+
+
+async def test_given_its_idle_connection_broken_when_the_next_batch_writes_then_callers_fail(
+    redis_client: aioredis.Redis,
+) -> None:
+    live = LiveState(redis_client, runner=BatchingRunner(redis_client, max_in_flight=1))
+    account = new_account()
+    try:
+        await live.load_account(AccountLimits(account, "active", 100 * SLICE, 0, None))
+        assert (await live.reserve(account, "call-before", SLICE)).ok
+        [idle] = live._runner._idle  # type: ignore[attr-defined]  # read to the end, kept
+        idle._writer.transport.abort()  # the socket is gone; redis-py still thinks it is up
+
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(live.reserve(account, f"call-{i}", SLICE) for i in range(3)),
+                return_exceptions=True,
+            ),
+            10,
+        )
+
+        assert all(isinstance(r, LiveStateUnavailable) for r in results), results
+        assert (await live.reserve(account, "call-after", SLICE)).ok  # a new connection
+    finally:
+        await live.aclose()
