@@ -81,7 +81,7 @@ DEFAULT_MAX_IN_FLIGHT = 2  # one batch in Redis while the next fills (module doc
 _NO_REPLY: Any = object()  # a call whose reply never came (the connection was lost)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ is 2.5x quicker, one per call
 class _Call:
     script: LuaScript
     command: bytes  # the whole EVALSHA command, RESP-encoded

@@ -123,6 +123,10 @@ class _CoalescingTransport:
         self._pending.clear()
         self._transport.abort()
 
+    def is_closing(self) -> bool:
+        """The wrapped transport's (asked once per answer: not through ``__getattr__``)."""
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
@@ -139,15 +143,32 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
         self._coalescing = _CoalescingTransport(transport)
         super().connection_made(self._coalescing)  # type: ignore[arg-type]
 
+    def on_message_begin(self) -> None:
+        """As uvicorn's, without the ASGI scope: only a request that takes the ASGI way
+        needs one (``_asgi_scope``)."""
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        """uvicorn's scope of the current request, built as its ``on_message_begin``
+        does (which also starts the request's URL and headers anew: they are kept)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
     def on_headers_complete(self) -> None:
         """Start a fast answer, or hand the request to uvicorn's ASGI cycle."""
         fast = self._fast
+        parser = self.parser
         if (
             fast is not None
             and self.url.startswith(FAST_PREFIX)
             and self.limit_concurrency is None
-            and self.parser.get_method() == b"GET"
-            and self.parser.get_http_version() == "1.1"
+            and parser.get_method() == b"GET"
+            and parser.get_http_version() == "1.1"
+            and not parser.should_upgrade()
         ):
             accept = b""
             for name, value in self.headers:
@@ -157,6 +178,7 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
             if request is not None:
                 self._queue_fast(request)
                 return
+        self._asgi_scope()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:

@@ -235,3 +235,14 @@ async def test_given_authorizer_past_the_limit_when_fast_answer_then_503_and_lat
     timeouts = [e for e in logs if e["event"] == "authorizer failed"]
     assert len(timeouts) == 1 and timeouts[0]["call_id"] == "c-1"
     assert fake.decided_soon == (2 if fake.soon else 0)
+
+
+async def test_given_an_upgrade_request_when_sent_then_asgi_answers_it(
+    server: AuthorizeHTTPServer, app: CountingApp
+) -> None:
+    upgrade = get(PLAIN, "Connection: Upgrade", "Upgrade: h2c")
+
+    [(status, _h, body)] = await exchange(server.port, upgrade)
+
+    assert status == b"HTTP/1.1 200 OK" and b'"allowed":true' in body
+    assert app.asgi_requests == 1  # uvicorn's way, with the scope an upgrade reads
