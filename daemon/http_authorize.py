@@ -477,9 +477,16 @@ class AuthorizeHTTPServer(EmbeddedServer):
 
 
 def serve_authorize_http(
-    app: Starlette, host: str = "127.0.0.1", port: int = 8088, *, graceful_timeout: int = 5
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 8088,
+    *,
+    graceful_timeout: int = 5,
+    keep_alive: float = 5.0,
 ) -> AuthorizeHTTPServer:
-    """A server for ``app``; ``await server.start()`` / ``await server.stop()`` in your loop."""
+    """A server for ``app``; ``await server.start()`` / ``await server.stop()`` in your loop.
+
+    ``keep_alive``: seconds an idle connection is kept open for its next request."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -492,5 +499,6 @@ def serve_authorize_http(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=graceful_timeout,
+        timeout_keep_alive=keep_alive,  # type: ignore[arg-type]  # uvicorn takes an int
     )
     return AuthorizeHTTPServer(config)

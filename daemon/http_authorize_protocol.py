@@ -11,10 +11,12 @@ paths and methods, POST bodies, escapes, ``format=``/``Accept: text/plain``, HTT
 a request the endpoint would refuse) goes the ASGI way, unchanged, and gets the same
 answers: the endpoint (``http_authorize.AuthorizeEndpoint``) decides both.
 
-What uvicorn does for a connection is kept: keep-alive and its timeout, pipelined
-requests answered in order (a fast one is queued like any other), ``Connection: close``,
-the graceful shutdown (a request in flight is answered, then the connection closes), the
-``date`` header, flow control. ``_FastCycle`` is what uvicorn reads of a request cycle.
+What uvicorn does for a connection is kept: keep-alive and its timeout (the deadlines of
+a server's idle connections on one shared timer, instead of a ``call_later`` armed and
+cancelled per response), pipelined requests answered in order (a fast one is queued like
+any other), ``Connection: close``, the graceful shutdown (a request in flight is
+answered, then the connection closes), the ``date`` header, flow control.
+``_FastCycle`` is what uvicorn reads of a request cycle.
 
 Each answer (fast or not) leaves in one ``send`` (``_CoalescingTransport``).
 """
@@ -22,13 +24,16 @@ Each answer (fast or not) leaves in one ``send`` (``_CoalescingTransport``).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from daemon.authorization import AuthorizationRequest
+from daemon.deadlines import Deadlines
 
 log = structlog.get_logger(__name__)
 
@@ -131,6 +136,23 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class _Idle:
+    """A connection waiting for its next request: what the keep-alive deadline cuts."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: AuthorizeHTTPProtocol) -> None:
+        self._protocol = protocol
+
+    def cancel(self) -> None:
+        """Idle past the keep-alive timeout: close the connection, as uvicorn does."""
+        self._protocol.timeout_keep_alive_handler()
+
+
+# per server: the keep-alive deadline of its idle connections, on one shared timer
+_KEEP_ALIVE: weakref.WeakKeyDictionary[ServerState, Deadlines] = weakref.WeakKeyDictionary()
+
+
 class AuthorizeHTTPProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, answering plain authorizations itself."""
 
@@ -140,8 +162,32 @@ class AuthorizeHTTPProtocol(HttpToolsProtocol):
         """Wrap the transport before uvicorn keeps it; find the endpoint of the fast path
         (an app without ``authorize_endpoint``, or a wrapped one, has none)."""
         self._fast = getattr(self.app, "authorize_endpoint", None)
+        self._idle = _Idle(self)
+        keep_alive = _KEEP_ALIVE.get(self.server_state)
+        if keep_alive is None:
+            keep_alive = _KEEP_ALIVE[self.server_state] = Deadlines(self.timeout_keep_alive)
+        self._keep_alive = keep_alive
         self._coalescing = _CoalescingTransport(transport)
         super().connection_made(self._coalescing)  # type: ignore[arg-type]
+
+    def _unset_keepalive_if_required(self) -> None:
+        """A request came (or the connection ends): no keep-alive deadline any more."""
+        self._keep_alive.forget(self._idle)
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive deadline goes on the server's shared timer
+        (``Deadlines``) instead of a ``call_later`` armed per response and cancelled by
+        the next request (1.9 us of CPU per request on uvloop)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:  # a pipelined request waits: start it
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._keep_alive.watch(self._idle)
 
     def on_message_begin(self) -> None:
         """As uvicorn's, without the ASGI scope: only a request that takes the ASGI way

@@ -246,3 +246,49 @@ async def test_given_an_upgrade_request_when_sent_then_asgi_answers_it(
 
     assert status == b"HTTP/1.1 200 OK" and b'"allowed":true' in body
     assert app.asgi_requests == 1  # uvicorn's way, with the scope an upgrade reads
+
+
+async def test_given_keep_alive_connections_when_one_idles_past_the_timeout_then_only_it_closes(
+    app: CountingApp,
+) -> None:
+    async with served(app, keep_alive=0.5) as server:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            idle_writer.write(get(PLAIN))
+            await read_answer(idle_reader)
+            answers = []
+            for n in range(20):  # 1 s of requests 50 ms apart: never idle 0.5 s
+                busy_writer.write(get(PLAIN.replace("c-1", f"c-{n}")))
+                answers.append(await read_answer(busy_reader))
+                await asyncio.sleep(0.05)
+            closed = await asyncio.wait_for(idle_reader.read(), GUARD)
+            busy_writer.write(get(PLAIN.replace("c-1", "c-last")))
+            last_status, _h, _b = await read_answer(busy_reader)
+        finally:
+            idle_writer.close()
+            busy_writer.close()
+
+    assert closed == b""  # the server closed the idle one
+    assert [status for status, _h, _b in answers] == [b"HTTP/1.1 200 OK"] * 20
+    assert last_status == b"HTTP/1.1 200 OK"
+
+
+async def test_given_a_request_slower_than_the_keep_alive_when_answered_then_not_cut(
+    app: CountingApp, fake: FakeAuthorizer
+) -> None:
+    async with served(app, keep_alive=0.3) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(get(PLAIN.replace("c-1", "c-0")))
+            await read_answer(reader)  # the connection has been idle, then this comes:
+            gate = fake.block("tenant-a")
+            writer.write(get(PLAIN))
+            await asyncio.wait_for(fake.entered.wait(), GUARD)
+            await asyncio.sleep(0.8)  # past the keep-alive timeout, while authorizing
+            gate.set()
+            status, _h, body = await read_answer(reader)
+        finally:
+            writer.close()
+
+    assert status == b"HTTP/1.1 200 OK" and b'"call_id":"c-1"' in body

@@ -11,9 +11,9 @@ from daemon.http_authorize import AuthorizeHTTPServer, serve_authorize_http
 
 
 @asynccontextmanager
-async def served(app: Starlette) -> AsyncIterator[AuthorizeHTTPServer]:
+async def served(app: Starlette, *, keep_alive: float = 5.0) -> AsyncIterator[AuthorizeHTTPServer]:
     """``app`` behind the daemon's own uvicorn server (``serve_authorize_http``)."""
-    http_server = serve_authorize_http(app, "127.0.0.1", 0)
+    http_server = serve_authorize_http(app, "127.0.0.1", 0, keep_alive=keep_alive)
     await http_server.start()
     try:
         yield http_server
