@@ -8,7 +8,9 @@ local call_key = ARGV[1]
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 
-local status = redis.call('HGET', account, 'status')
+local f = redis.call('HMGET', account, 'status', 'balance', 'credit_limit', 'reserved',
+  'concurrency_limit', 'trial_ends', 'cps_limit')
+local status = f[1]
 if not status then
   return {'UNKNOWN_ACCOUNT', 0, 0, 0}
 end
@@ -17,6 +19,7 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 -- Expired leases first: their reservations and concurrency slots are released.
+local freed = 0
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
 for _, key in ipairs(expired) do
   local held = tonumber(redis.call('HGET', calls, key) or '0')
@@ -24,16 +27,15 @@ for _, key in ipairs(expired) do
   redis.call('ZREM', leases, key)
   if held ~= 0 then
     redis.call('HINCRBY', account, 'reserved', -held)
+    freed = freed + held
   end
 end
 
-local f = redis.call('HMGET', account, 'balance', 'credit_limit', 'reserved',
-  'concurrency_limit', 'trial_ends', 'cps_limit')
-local funds = tonumber(f[1] or '0') + tonumber(f[2] or '0')
-local reserved = tonumber(f[3] or '0')
-local limit = tonumber(f[4] or '-1')
-local trial_ends = tonumber(f[5] or '-1')
-local cps_limit = tonumber(f[6] or '-1')
+local funds = tonumber(f[2] or '0') + tonumber(f[3] or '0')
+local reserved = tonumber(f[4] or '0') - freed  -- as read before the expiry freed some
+local limit = tonumber(f[5] or '-1')
+local trial_ends = tonumber(f[6] or '-1')
+local cps_limit = tonumber(f[7] or '-1')
 
 local existing = redis.call('HGET', calls, call_key)
 if existing then
