@@ -5,11 +5,11 @@ HTTP/1.1 with a query that needs no decoding and a JSON answer, is answered stra
 the parser's callbacks: no ASGI scope, request cycle, message dicts or header checks,
 just the authorization and one write of the whole answer. The common call is not even
 given a task: the endpoint starts its authorization and its answer is written from the
-callback of the Redis reply (``AuthorizeEndpoint.start_json``); any other runs in a task
-(``answer_json``). Every other request (other
-paths and methods, POST bodies, escapes, ``format=``/``Accept: text/plain``, HTTP/1.0,
-a request the endpoint would refuse) goes the ASGI way, unchanged, and gets the same
-answers: the endpoint (``http_authorize.AuthorizeEndpoint``) decides both.
+callback of the Redis reply (``AuthorizeEndpoint.start_json``); any other call runs in a
+task (``answer_json``). Every other request (other paths and methods, POST bodies,
+escapes, ``format=``/``Accept: text/plain``, HTTP/1.0, an upgrade, a request the
+endpoint would refuse) goes the ASGI way, unchanged, and gets the same answers: the
+endpoint (``http_authorize.AuthorizeEndpoint``) decides both.
 
 What uvicorn does for a connection is kept: keep-alive and its timeout (the deadlines of
 a server's idle connections on one shared timer, instead of a ``call_later`` armed and
