@@ -15,6 +15,12 @@ plan gets the tier schedule of its usage this month, and a call covered by one o
 bundles first holds bundled seconds (one slice, as a lease), then reserves only the
 money the rest of the slice costs. Both apply to the customer's retail price only. An
 account without plans never reaches them: no extra Redis round trip, no SQL.
+
+The common call (an account in the directory's cache, no reseller chain, no plans, no
+capped trunk) needs no I/O before its one ``reserve``: ``admit`` runs its checks and
+``decide_soon`` decides it from the callback of the Redis reply, without a task, for the
+switches' HTTP hot path; ``authorize`` takes the same steps awaiting the reply. The first
+slice's cost, reservation and allowance are ``daemon.first_slice``'s.
 """
 
 from __future__ import annotations
@@ -23,10 +29,9 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import partial
 
 import structlog
@@ -45,43 +50,22 @@ from daemon.authorization import (
     Reason,
 )
 from daemon.caps_policy import CapsPolicy, trial_denies
+from daemon.first_slice import LIVE_REASONS, FirstSlice
 from daemon.lcr_service import RouteSelector
 from daemon.metrics import Metrics
 from daemon.reseller_chain import ResellerChains
 from daemon.tariff_catalog import PricedDestination, TariffCatalog
-from tariffs.bundles import CallTerms, bundle_seconds_for, terms_cost, terms_max_usage
-from tariffs.deck import DeckInfo, Rate
-from tariffs.money import from_micros, to_micros
-from tariffs.rating import call_cost, cost_micros, max_usage_micros
+from tariffs.bundles import CallTerms, bundle_seconds_for, terms_cost
+from tariffs.deck import Rate
+from tariffs.money import to_micros
 
 log = structlog.get_logger(__name__)
-
-_LIVE_REASONS = {
-    "UNKNOWN_ACCOUNT": Reason.UNKNOWN_ACCOUNT,
-    "ACCOUNT_SUSPENDED": Reason.ACCOUNT_SUSPENDED,
-    "TRIAL_EXPIRED": Reason.TRIAL_EXPIRED,
-    "CONCURRENCY_LIMIT": Reason.CONCURRENCY_LIMIT,
-    "CPS_LIMIT": Reason.CPS_LIMIT,
-    "INSUFFICIENT_CREDIT": Reason.INSUFFICIENT_CREDIT,
-}
-
-
-def _slice_costs(info: DeckInfo, rate: Rate, debit_interval: int) -> tuple[int, int]:
-    """Micro-units of a call's first slice and of its first second (pure; kept per rate
-    by ``AuthorizationService._figures``)."""
-    return (
-        to_micros(call_cost(info, rate, Decimal(debit_interval))),
-        to_micros(call_cost(info, rate, Decimal(1))),
-    )
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 _MAX_CHAIN_DEPTH = 32  # as balance.accounts: a reseller chain is never deeper
-
-_RATE_FIGURES_KEPT = 65_536  # rates whose figures are kept (``_figures``)
 
 PRICED_CALLS_KEPT = 100_000
 """How many authorized calls' prices are remembered until their answer (oldest dropped)."""
@@ -150,9 +134,9 @@ class AuthorizationService:
             debit_interval=policy.debit_interval,
             max_call_duration=policy.max_call_duration,
         )
-        # per rate in force: its first slice, first increment and longest call, in
-        # micro-units (``_figures``)
-        self._rate_figures: dict[int, tuple[Rate, DeckInfo, tuple[int, int, int]]] = {}
+        self._slices = FirstSlice(
+            live, debit_interval=policy.debit_interval, max_call_duration=policy.max_call_duration
+        )
         # oldest first; an OrderedDict drops its oldest in O(1), where a dict's
         # ``next(iter())`` skips every slot deleted before it (~27 us at 100,000)
         self._priced_calls: OrderedDict[str, PricedDestination] = OrderedDict()
@@ -285,7 +269,7 @@ class AuthorizationService:
     ) -> None:
         try:
             result = self._live.reservation_of(call.request.account, pending)
-            decision = self._decision_for(
+            decision = self._slices.decision_for(
                 result, call.priced, call.first_increment, call.priced.terms
             )
         except (Exception, asyncio.CancelledError) as exc:
@@ -355,19 +339,20 @@ class AuthorizationService:
             if isinstance(routed, AuthorizationDecision):
                 return routed
             priced = routed
-        first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
+        first_slice, first_increment, _ = self._slices.figures(priced.info, priced.rate)
         key = reservation_key(request.switch_id, request.call_id)
         return PlainCall(request, key, priced, first_slice, first_increment)
 
     async def _concluded(self, call: PlainCall, result: Reservation) -> AuthorizationDecision:
         """The decision on a ``PlainCall`` from its first ``reserve``'s result."""
-        decision = self._decision_for(result, call.priced, call.first_increment, call.priced.terms)
+        priced = call.priced
+        decision = self._slices.decision_for(result, priced, call.first_increment, priced.terms)
         if decision is None:
             decision = await self._follow_up(call, result)
         return self._kept(call.key, call.priced, decision)
 
     async def _follow_up(self, call: PlainCall, result: Reservation) -> AuthorizationDecision:
-        return await self._reserve_rest(
+        return await self._slices.reserve_rest(
             call.request.account, call.key, result, call.priced, call.priced.terms, None
         )
 
@@ -576,8 +561,8 @@ class AuthorizationService:
             answers.append(await capped.reserve(account_id, key, amount, required, alternatives))
             return answers[-1][1]
 
-        first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
-        decision = await self._reserve_money(
+        first_slice, first_increment, _ = self._slices.figures(priced.info, priced.rate)
+        decision = await self._slices.reserve(
             account_id, key, priced, first_slice, first_increment, priced.terms, reserve
         )
         admission, reserved = answers[-1]
@@ -602,7 +587,7 @@ class AuthorizationService:
         admission = await self._caps.acquire(key, required, alternatives)
         if not admission.ok:
             log.info("shared cap denied", reason=admission.reason, scope=admission.scope)
-            return AuthorizationDecision.deny(_LIVE_REASONS[admission.reason])
+            return AuthorizationDecision.deny(LIVE_REASONS[admission.reason])
         return self._admitted(key, admission, priced)
 
     def _admitted(
@@ -622,24 +607,6 @@ class AuthorizationService:
         """Whether the call (by reservation key) was admitted on shared caps; asked once,
         on answer, to hold its slots until its end."""
         return self._shared_calls.pop(key, 0) is None
-
-    def _figures(self, info: DeckInfo, rate: Rate) -> tuple[int, int, int]:
-        """The rate's first slice, first increment and ``max_call_duration`` call, in
-        micro-units, computed once per rate object (kept by identity: hashing a rate and
-        its deck, as a cache keyed by value does, costs more than the lookup saves)."""
-        found = self._rate_figures.get(id(rate))
-        if found is not None and found[0] is rate and found[1] is info:
-            return found[2]
-        policy = self._policy
-        figures = (
-            *_slice_costs(info, rate, policy.debit_interval),
-            cost_micros(info, rate, policy.max_call_duration),
-        )
-        if len(self._rate_figures) >= _RATE_FIGURES_KEPT:
-            self._rate_figures.clear()  # decks were replaced many times: start over
-        # the rate is kept alive with its figures, so its id is never another rate's
-        self._rate_figures[id(rate)] = (rate, info, figures)
-        return figures
 
     def _remember(self, key: str, priced: PricedDestination) -> None:
         calls = self._priced_calls
@@ -671,8 +638,8 @@ class AuthorizationService:
         key = reservation_key(request.switch_id, request.call_id)
         account_id, cover = request.account, priced.bundle
         if cover is None and priced.terms.plain:  # today's path: no plan, no extra work
-            first_slice, first_increment, _ = self._figures(priced.info, priced.rate)
-            decision = await self._reserve_money(
+            first_slice, first_increment, _ = self._slices.figures(priced.info, priced.rate)
+            decision = await self._slices.reserve(
                 account_id, key, priced, first_slice, first_increment, priced.terms
             )
             return decision, priced
@@ -686,7 +653,7 @@ class AuthorizationService:
             terms_cost(priced.info, priced.rate, self._policy.debit_interval, terms)
         )
         first_increment = to_micros(terms_cost(priced.info, priced.rate, 1, terms))
-        decision = await self._reserve_money(
+        decision = await self._slices.reserve(
             account_id, key, priced, first_slice, first_increment, reachable
         )
         if not decision.allowed and cover is not None:
@@ -704,105 +671,3 @@ class AuthorizationService:
     async def _release_bundle(self, account_id: str, cover: BundleCover, key: str) -> None:
         if self._bundles is not None:
             await self._bundles.release(account_id, cover, key)
-
-    async def _reserve_money(
-        self,
-        account_id: str,
-        key: str,
-        priced: PricedDestination,
-        first_slice: int,
-        first_increment: int,
-        reachable: CallTerms,
-        reserve: Callable[[int], Awaitable[Reservation]] | None = None,
-    ) -> AuthorizationDecision:
-        """Reserve the first slice's money; max_usage from the credit (and bundle) it can use.
-
-        ``reserve(amount)`` reserves on the account (default: ``LiveState.reserve``).
-        """
-        result = await (
-            self._live.reserve(account_id, key, first_slice)
-            if reserve is None
-            else reserve(first_slice)
-        )
-        decision = self._decision_for(result, priced, first_increment, reachable)
-        if decision is None:
-            decision = await self._reserve_rest(account_id, key, result, priced, reachable, reserve)
-        return decision
-
-    def _decision_for(
-        self,
-        result: Reservation,
-        priced: PricedDestination,
-        first_increment: int,
-        reachable: CallTerms,
-    ) -> AuthorizationDecision | None:
-        """The decision a first ``reserve``'s result makes; None when it takes more Redis
-        work (``_reserve_rest``): a shorter call to reserve, or a reservation that allows
-        no second to give back. ``reachable``: the terms the credit can use."""
-        if result.ok:
-            return self._allowance(result, priced, reachable)
-        remaining = result.available_micros
-        if (
-            result.reason == "INSUFFICIENT_CREDIT"
-            and remaining >= first_increment
-            and remaining > 0
-        ):
-            # Less than a whole slice is left: a shorter call is still affordable when
-            # the remaining credit pays for at least the first increment.
-            return None
-        return AuthorizationDecision.deny(
-            _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
-        )
-
-    async def _reserve_rest(
-        self,
-        account_id: str,
-        key: str,
-        result: Reservation,
-        priced: PricedDestination,
-        reachable: CallTerms,
-        reserve: Callable[[int], Awaitable[Reservation]] | None,
-    ) -> AuthorizationDecision:
-        """What ``_decision_for`` left: reserve the shorter call the remaining credit pays
-        for, or give back a reservation that allows no second."""
-        if not result.ok:
-            remaining = result.available_micros
-            result = await (
-                self._live.reserve(account_id, key, remaining)
-                if reserve is None
-                else reserve(remaining)
-            )
-            if not result.ok:
-                return AuthorizationDecision.deny(
-                    _LIVE_REASONS.get(result.reason, Reason.INSUFFICIENT_CREDIT)
-                )
-            decision = self._allowance(result, priced, reachable)
-            if decision is not None:
-                return decision
-        await self._live.release(account_id, key, refund=True)
-        return AuthorizationDecision.deny(Reason.INSUFFICIENT_CREDIT)
-
-    def _allowance(
-        self, result: Reservation, priced: PricedDestination, reachable: CallTerms
-    ) -> AuthorizationDecision | None:
-        """The allowance of a made reservation: max_usage from the credit (and bundle) it
-        can use; None when that is not one second."""
-        credit = result.reserved_micros + max(result.available_micros, 0)
-        limit = self._policy.max_call_duration
-        if reachable.plain:  # integer short-cut when the credit pays for the longest call
-            longest = self._figures(priced.info, priced.rate)[2]
-            seconds = max_usage_micros(priced.info, priced.rate, credit, limit, longest)
-        else:
-            seconds = terms_max_usage(
-                priced.info, priced.rate, from_micros(credit), reachable, limit=limit
-            )
-        if seconds <= 0:
-            return None
-        terms = priced.terms
-        return AuthorizationDecision(
-            allowed=True,
-            reason=Reason.OK,
-            max_usage=seconds,
-            rate=priced.rate.rate if terms.plain else terms.start_rate(priced.rate).rate,
-            destination=priced.rate.destination,
-        )
