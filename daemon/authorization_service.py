@@ -276,6 +276,7 @@ class AuthorizationService:
             listener.failed(exc)
             return
         if decision is None:  # a shorter call, or none: more Redis work, in a task
+            # (``_concluded`` finds the same None again, then does that work)
             task = asyncio.get_running_loop().create_task(
                 self._finish_later(call, result, started, listener)
             )
@@ -290,14 +291,13 @@ class AuthorizationService:
         self, call: PlainCall, result: Reservation, started: float, listener: DecisionListener
     ) -> None:
         try:
-            decision = await self._follow_up(call, result)
+            decision = await self._concluded(call, result)
         except asyncio.CancelledError as exc:
             listener.failed(exc)
             raise
         except Exception as exc:
             listener.failed(exc)
             return
-        decision = self._kept(call.key, call.priced, decision)
         self._count(call.request, decision, started)
         listener.decided(decision)
 
@@ -347,14 +347,11 @@ class AuthorizationService:
         """The decision on a ``PlainCall`` from its first ``reserve``'s result."""
         priced = call.priced
         decision = self._slices.decision_for(result, priced, call.first_increment, priced.terms)
-        if decision is None:
-            decision = await self._follow_up(call, result)
-        return self._kept(call.key, call.priced, decision)
-
-    async def _follow_up(self, call: PlainCall, result: Reservation) -> AuthorizationDecision:
-        return await self._slices.reserve_rest(
-            call.request.account, call.key, result, call.priced, call.priced.terms, None
-        )
+        if decision is None:  # a shorter call, or a reservation to give back
+            decision = await self._slices.reserve_rest(
+                call.request.account, call.key, result, priced, priced.terms, None
+            )
+        return self._kept(call.key, priced, decision)
 
     async def _authorize(self, request: AuthorizationRequest) -> AuthorizationDecision:
         if not self.accepting:
@@ -440,8 +437,6 @@ class AuthorizationService:
         self, account: Account, callee: str, priced: PricedDestination, now: datetime
     ) -> PricedDestination:
         """``priced`` with the account's tier schedule and covering bundle, if it has any."""
-        if not self._holds_plans(account):
-            return priced
         plan = None if self._tiers is None else self._tiers.plan_for(account.id)
         bundles = self._bundles
         if bundles is not None and not bundles.holds_bundles(account.id):

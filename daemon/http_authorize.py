@@ -342,15 +342,9 @@ class AuthorizeEndpoint:
         tokens = structlog.contextvars.bind_contextvars(call_id=request.call_id)
         try:
             decision = await self._deadlines.run(self._authorizer.authorize(request))
-            return decision, 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
-        except Exception:  # the boundary: fail closed (a TimeoutError past the limit too)
-            log.error(
-                "authorizer failed",
-                call_id=request.call_id,
-                account=request.account,
-                exc_info=True,
-            )
-            return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE), 503
+            return decision, _status_of(decision)
+        except Exception as exc:  # the boundary: fail closed (a TimeoutError past the limit too)
+            return _failure(request, exc), 503
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
 
@@ -362,6 +356,20 @@ class AuthorizeEndpoint:
             return
         pairs = decision_pairs(AuthorizationDecision.deny(Reason.BAD_REQUEST))
         await _send(send, 400, _TEXT_TYPE, render_pairs([*pairs, ("field", exc.field)], fmt))
+
+
+def _status_of(decision: AuthorizationDecision) -> int:
+    """503 for a ``SERVICE_UNAVAILABLE`` decision (a draining daemon), else 200."""
+    return 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
+
+
+def _failure(request: AuthorizationRequest, error: BaseException) -> AuthorizationDecision:
+    """The authorizer failed (or timed out) on ``request``: logged, answered as a
+    ``SERVICE_UNAVAILABLE`` denial (a switch fails closed)."""
+    log.error(
+        "authorizer failed", call_id=request.call_id, account=request.account, exc_info=error
+    )
+    return AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
 
 
 class _PendingAnswer:
@@ -381,14 +389,16 @@ class _PendingAnswer:
         self._deadlines = deadlines
 
     def decided(self, decision: AuthorizationDecision) -> None:
-        """Answer the decision (503 for a ``SERVICE_UNAVAILABLE`` one, as ``_decide``)."""
+        """Answer the decision (``_status_of``, as ``_decide``)."""
         answer, self._answer = self._answer, None
         if answer is None:
             return  # cut by its deadline already
         self._deadlines.forget(self)
         request = self._request
-        status = 503 if decision.reason is Reason.SERVICE_UNAVAILABLE else 200
-        answer(status, decision_json_bytes(decision, request.call_id, request.switch_id))
+        answer(
+            _status_of(decision),
+            decision_json_bytes(decision, request.call_id, request.switch_id),
+        )
 
     def failed(self, error: BaseException) -> None:
         """The authorizer failed: log it, answer ``SERVICE_UNAVAILABLE`` (fail closed)."""
@@ -397,13 +407,7 @@ class _PendingAnswer:
             return
         self._deadlines.forget(self)
         request = self._request
-        log.error(
-            "authorizer failed",
-            call_id=request.call_id,
-            account=request.account,
-            exc_info=error,
-        )
-        denial = AuthorizationDecision.deny(Reason.SERVICE_UNAVAILABLE)
+        denial = _failure(request, error)
         answer(503, decision_json_bytes(denial, request.call_id, request.switch_id))
 
     def cancel(self) -> None:
